@@ -1,0 +1,1 @@
+"""ml_assets: continuous training for tabular ML as Dagster software-defined assets."""

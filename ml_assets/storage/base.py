@@ -1,0 +1,115 @@
+"""The blob-store interface shared by every backend."""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class BlobStoreError(Exception):
+    """A storage operation failed; the message names the container and blob."""
+
+
+class BlobNotFoundError(BlobStoreError, FileNotFoundError):
+    """The named blob does not exist."""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What a listing tells about one blob, without reading it."""
+
+    key: str
+    size: int
+    sha256: str
+    last_modified: float
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def validate_key(key: str) -> str:
+    """Keys are relative, '/'-separated and never climb out of the store."""
+    if not key or key.startswith("/") or key.endswith("/"):
+        raise BlobStoreError(f"invalid blob key {key!r}: must be a relative path to a blob")
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        raise BlobStoreError(f"invalid blob key {key!r}: empty, '.' or '..' path segment")
+    return key
+
+
+class BlobStore(ABC):
+    """A flat namespace of immutable-once-written blobs addressed by '/'-separated keys.
+
+    Every write is atomic: a reader sees the old blob or the new one, never a part of either.
+    Each blob carries the sha256 of its content, so a listing tells whether a blob changed.
+    """
+
+    #: Human-readable location used in error messages, e.g. "local:/data/store" or "azure:ml-assets".
+    location: str
+
+    @abstractmethod
+    def put(self, key: str, data: bytes) -> BlobInfo:
+        """Write (or replace) one blob atomically."""
+
+    @abstractmethod
+    def put_file(self, key: str, path: Path) -> BlobInfo:
+        """Upload a local file as one blob, atomically, without reading it whole into memory."""
+
+    @abstractmethod
+    def get(self, key: str) -> bytes:
+        """Read one blob; raises BlobNotFoundError naming the blob if it is missing."""
+
+    @abstractmethod
+    def download_file(self, key: str, path: Path) -> None:
+        """Stream one blob into a local file (written atomically)."""
+
+    @abstractmethod
+    def info(self, key: str) -> BlobInfo:
+        """Size, sha256 and modification time of one blob."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        """Blobs whose key starts with prefix, in key order."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove one blob; removing a missing blob is not an error."""
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.info(key)
+        except BlobNotFoundError:
+            return False
+        return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [blob.key for blob in self.list(prefix)]
+        for key in keys:
+            self.delete(key)
+        return len(keys)
+
+    def local_dir(self, prefix: str, cache_dir: Path) -> Path:
+        """A local directory holding every blob under prefix (for engines such as Spark).
+
+        Backends on local disk return the directory itself; remote backends download into
+        cache_dir. Callers must only use this for prefixes whose blobs never change
+        (versioned dataset folders), so a cached copy is never stale.
+        """
+        prefix = prefix.rstrip("/") + "/"
+        target = cache_dir / prefix
+        marker = target / ".complete"
+        if marker.exists():
+            return target
+        blobs = list(self.list(prefix))
+        if not blobs:
+            raise BlobNotFoundError(f"no blobs under {self.location}/{prefix}")
+        for blob in blobs:
+            self.download_file(blob.key, cache_dir / blob.key)
+        marker.touch()
+        return target
+
+    def describe(self, key: str) -> str:
+        return f"{self.location}/{key}"
