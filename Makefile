@@ -1,0 +1,178 @@
+# ml_assets developer entry points.
+#
+#   make demo   - set everything up (venv, Java) and run the main job on embedded defaults
+#   make test   - set everything up (venv, Java, Azurite) and run the whole test suite
+#
+# Every set-up step is idempotent and stamped, so a second run goes straight to the work.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+# ---------------------------------------------------------------------------------------------
+# Pinned tool versions and paths
+# ---------------------------------------------------------------------------------------------
+UV_VERSION       := 0.13.9
+AZURITE_VERSION  := 3.37.0
+JAVA_MIN_VERSION := 17
+
+VENV       := .venv
+PY         := $(VENV)/bin/python
+UV         := $(VENV)/bin/uv
+VENV_STAMP := $(VENV)/.ml_assets-installed.stamp
+TOOLS      := .tools
+AZURITE    := $(TOOLS)/node_modules/.bin/azurite-blob
+HOME_DIR   := .dagster_home
+
+# Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k storage -x"`.
+PYTEST_ARGS ?=
+# If set, `make test` writes pytest's own exit code there (make itself exits 2 on any failure).
+PYTEST_RC_FILE ?=
+
+# ---------------------------------------------------------------------------------------------
+# Environment for every recipe
+# ---------------------------------------------------------------------------------------------
+export DAGSTER_HOME              := $(CURDIR)/$(HOME_DIR)
+export DAGSTER_DISABLE_TELEMETRY := 1
+export SPARK_LOCAL_IP            := 127.0.0.1
+export PYSPARK_PYTHON            := $(CURDIR)/$(VENV)/bin/python
+# Azurite's binaries (azurite-blob, ...) are found on PATH by the test fixtures and by hand.
+export PATH                      := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(PATH)
+# uv must use the venv's interpreter and never fetch one of its own.
+export UV_PYTHON_DOWNLOADS       := never
+export DEBIAN_FRONTEND           := noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+# `apt_get ARGS...`: apt-get as root, or through passwordless sudo; a clear error otherwise.
+APT_GET_FN = apt_get() { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get "$$@"; \
+	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo -n -E apt-get "$$@"; \
+	  else echo "ERROR: cannot run apt-get (not root, no passwordless sudo)." >&2; return 1; fi; }
+
+.PHONY: help venv java tools home demo test lint dev validate bench lock clean
+
+help: ## Show this list of targets
+	@echo "ml_assets - make targets (quick start: 'make demo', 'make test')"
+	@echo
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
+	  | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	@echo
+	@echo "Variables: PYTEST_ARGS='...' (extra pytest arguments for 'make test')"
+
+# ---------------------------------------------------------------------------------------------
+# Set-up
+# ---------------------------------------------------------------------------------------------
+venv: $(VENV_STAMP) ## Create .venv (Python 3.11) and install requirements.lock + the package (editable)
+
+# The interpreter itself: python3.11 if on PATH, else python3 when it is 3.11.
+$(PY):
+	@py=""; \
+	if command -v python3.11 >/dev/null 2>&1 && python3.11 -c 'import sys' >/dev/null 2>&1; then \
+	  py=python3.11; \
+	elif command -v python3 >/dev/null 2>&1 \
+	     && python3 -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)'; then \
+	  py=python3; \
+	else \
+	  echo "ERROR: Python 3.11 is required (no python3.11 on PATH and python3 is" \
+	       "$$(python3 -V 2>&1 || echo missing)). Install Python 3.11 and retry." >&2; \
+	  exit 1; \
+	fi; \
+	echo ">> creating $(VENV) with $$($$py -V 2>&1) ($$(command -v $$py))"; \
+	rm -rf $(VENV); \
+	$$py -m venv $(VENV) || { \
+	  echo "ERROR: '$$py -m venv' failed (on Debian: apt-get install python3.11-venv)." >&2; \
+	  rm -rf $(VENV); exit 1; }
+
+$(VENV_STAMP): requirements.lock pyproject.toml | $(PY)
+	@$(PY) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' || { \
+	  echo "ERROR: $(VENV) is not Python 3.11 ($$($(PY) -V 2>&1)); run 'make clean' and retry." >&2; \
+	  exit 1; }
+	@if ! $(UV) --version 2>/dev/null | grep -q '^uv $(UV_VERSION)\b'; then \
+	  echo ">> installing uv==$(UV_VERSION) into $(VENV)"; \
+	  $(PY) -m pip install --quiet "uv==$(UV_VERSION)"; \
+	fi
+	@echo ">> installing requirements.lock into $(VENV)"
+	$(UV) pip install --python $(PY) -r requirements.lock
+	$(UV) pip install --python $(PY) --no-deps -e .
+	@touch $@
+
+java: ## Make sure a Java >= 17 runtime is present (apt-get installs one when missing)
+	@ver() { java -version 2>&1 | awk -F'"' '/version/ {split($$2, v, "."); print (v[1] == "1" ? v[2] : v[1]) + 0; exit}'; }; \
+	major="$$(command -v java >/dev/null 2>&1 && ver || echo 0)"; \
+	if [ "$${major:-0}" -ge $(JAVA_MIN_VERSION) ]; then exit 0; fi; \
+	echo ">> Java $(JAVA_MIN_VERSION)+ not found (have: $${major:-none}); installing default-jre-headless"; \
+	$(APT_GET_FN); \
+	{ apt_get update -qq && apt_get install -y -qq --no-install-recommends default-jre-headless; } || { \
+	  echo "ERROR: Spark needs Java >= $(JAVA_MIN_VERSION) and it could not be installed." \
+	       "Install a JRE $(JAVA_MIN_VERSION)+ (e.g. default-jre-headless) and retry." >&2; \
+	  exit 1; }; \
+	major="$$(ver || echo 0)"; \
+	if [ "$${major:-0}" -lt $(JAVA_MIN_VERSION) ]; then \
+	  echo "ERROR: installed Java is $${major:-none}, need >= $(JAVA_MIN_VERSION)." >&2; exit 1; \
+	fi
+
+tools: $(AZURITE) ## Install the Azurite blob emulator (npm) into .tools/
+
+$(AZURITE):
+	@if ! command -v npm >/dev/null 2>&1; then \
+	  echo ">> npm not found; installing nodejs + npm"; \
+	  $(APT_GET_FN); \
+	  { apt_get update -qq && apt_get install -y -qq --no-install-recommends nodejs npm; } || { \
+	    echo "ERROR: Azurite needs npm and it could not be installed. Install Node.js + npm and retry." >&2; \
+	    exit 1; }; \
+	fi
+	@echo ">> installing azurite@$(AZURITE_VERSION) into $(TOOLS)/"
+	@mkdir -p $(TOOLS)
+	npm install --prefix $(TOOLS) azurite@$(AZURITE_VERSION) --save-exact --no-audit --no-fund --loglevel=error
+	@test -x $@ || { echo "ERROR: npm finished but $@ is missing." >&2; exit 1; }
+	@touch $@
+
+home: $(HOME_DIR)/dagster.yaml ## Create DAGSTER_HOME (.dagster_home/) with the repo's dagster.yaml
+
+$(HOME_DIR)/dagster.yaml: dagster.yaml
+	@mkdir -p $(HOME_DIR)
+	cp dagster.yaml $@
+
+# ---------------------------------------------------------------------------------------------
+# Work
+# ---------------------------------------------------------------------------------------------
+demo: venv java home ## Run the main job end to end on embedded defaults
+	$(VENV)/bin/ml-assets demo
+
+test: venv java tools home ## Run the whole test suite (PYTEST_ARGS=... passes extra arguments)
+	@echo "$(PY) -m pytest $(PYTEST_ARGS)"
+	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ -n "$(PYTEST_RC_FILE)" ]; then echo $$rc > "$(PYTEST_RC_FILE)"; fi; \
+	exit $$rc
+
+lint: venv ## ruff check + ruff format --check
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+dev: venv java home ## Start the Dagster UI + daemon on http://127.0.0.1:3000
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+validate: venv java home ## Load and validate the Dagster definitions
+	$(VENV)/bin/dagster definitions validate -w workspace.yaml
+
+bench: venv java tools home ## Run every bench/*.py script
+	@shopt -s nullglob; scripts=(bench/*.py); \
+	if [ $${#scripts[@]} -eq 0 ]; then echo "no bench/*.py scripts found"; exit 0; fi; \
+	for s in "$${scripts[@]}"; do echo ">> $(PY) $$s"; $(PY) "$$s"; done
+
+lock: $(PY) ## Regenerate requirements.lock from pyproject.toml (runtime + dev extra)
+	@if ! $(UV) --version 2>/dev/null | grep -q '^uv $(UV_VERSION)\b'; then \
+	  $(PY) -m pip install --quiet "uv==$(UV_VERSION)"; \
+	fi
+	$(UV) pip compile pyproject.toml --extra dev --python-version 3.11 \
+	  --custom-compile-command "make lock" --quiet -o requirements.lock.tmp
+	@{ echo "# Pinned dependencies of ml_assets (runtime + the 'dev' extra) for Python 3.11 on Linux."; \
+	   echo "# Generated by 'make lock' (uv $(UV_VERSION)); do not edit by hand."; \
+	   echo "#"; \
+	   cat requirements.lock.tmp; } > requirements.lock
+	@rm -f requirements.lock.tmp
+	@echo ">> wrote requirements.lock ($$(grep -c '==' requirements.lock) pins)"
+
+clean: ## Remove .venv, .tools and stamps (keeps data: .data/, .dagster_home/)
+	rm -rf $(VENV) $(TOOLS) requirements.lock.tmp

@@ -1,0 +1,18 @@
+"""The code location: every asset, check, sensor and job, with the resources of this environment."""
+
+import dagster as dg
+
+from ml_assets.defs.assets import clusters, features, raw
+from ml_assets.defs.automation import data_automation_sensor
+from ml_assets.defs.checks import data_quality
+from ml_assets.defs.jobs import feature_job, raw_job
+from ml_assets.defs.resources import resources_for_environment
+from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
+
+defs = dg.Definitions(
+    assets=[*raw.raw_assets, *dg.load_assets_from_modules([features, clusters])],
+    asset_checks=dg.load_asset_checks_from_modules([data_quality]),
+    sensors=[landed_blobs_sensor, data_automation_sensor],
+    jobs=[raw_job, feature_job],
+    resources=resources_for_environment(),
+)

@@ -1,0 +1,1 @@
+"""Everything Dagster loads: assets, checks, sensors, jobs and the resources per environment."""

@@ -1,0 +1,41 @@
+"""Features and labels: the raw sources joined and transformed in Spark, per the spec."""
+
+import dagster as dg
+
+from ml_assets.defs.assets.raw import raw_asset_key
+from ml_assets.defs.automation import on_upstream_day_changed
+from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.partitions import daily_partitions
+from ml_assets.ml.features import build_features, build_labels, joined_frame
+from ml_assets.resources.spark import SparkDataFrame
+
+_RAW_INS = {f"raw_{source}": dg.AssetIn(key=raw_asset_key(source)) for source in SPEC.sources}
+
+_SPARK_DAILY = dict(
+    partitions_def=daily_partitions,
+    # A range of days is one Spark job, not one Spark start-up per day.
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    io_manager_key="spark_io",
+    automation_condition=on_upstream_day_changed,
+    ins=_RAW_INS,
+    code_version="1",
+    kinds={"spark", "parquet"},
+)
+
+
+def _tables(raw_tables: dict[str, SparkDataFrame]) -> dict[str, SparkDataFrame]:
+    return {name.removeprefix("raw_"): frame for name, frame in raw_tables.items()}
+
+
+@dg.asset(group_name="features", description="Model inputs known at scheduling time, one row per example.",
+          **_SPARK_DAILY)
+def features(context: dg.AssetExecutionContext, **raw_tables: SparkDataFrame) -> SparkDataFrame:
+    context.log.info(f"features for {len(context.partition_keys)} day(s): {context.partition_key_range}")
+    return build_features(SPEC, joined_frame(SPEC, _tables(raw_tables)))
+
+
+@dg.asset(group_name="labels", description="The label of each example whose outcome is known.",
+          **_SPARK_DAILY)
+def labels(context: dg.AssetExecutionContext, **raw_tables: SparkDataFrame) -> SparkDataFrame:
+    context.log.info(f"labels for {len(context.partition_keys)} day(s): {context.partition_key_range}")
+    return build_labels(SPEC, joined_frame(SPEC, _tables(raw_tables)))

@@ -1,0 +1,17 @@
+"""Jobs for the CLI, the UI launchpad and backfills."""
+
+import dagster as dg
+
+from ml_assets.defs.assets.raw import RAW_GROUP
+
+raw_job = dg.define_asset_job(
+    "raw_job",
+    selection=dg.AssetSelection.groups(RAW_GROUP),
+    description="Parse and check the landed blobs of the selected days (one run per day).",
+)
+
+feature_job = dg.define_asset_job(
+    "feature_job",
+    selection=dg.AssetSelection.assets("features", "labels"),
+    description="Features and labels of the selected days in one Spark run.",
+)

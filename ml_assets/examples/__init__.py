@@ -1,0 +1,24 @@
+"""Bundled example data sets the landing command can replay into a store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pandas as pd
+
+
+def _nycflights13() -> dict[str, pd.DataFrame]:
+    from ml_assets.examples.nycflights13 import load
+
+    return load()
+
+
+LOADERS: dict[str, Callable[[], dict[str, pd.DataFrame]]] = {"nycflights13": _nycflights13}
+
+
+def load_example(name: str) -> dict[str, pd.DataFrame]:
+    try:
+        loader = LOADERS[name]
+    except KeyError:
+        raise ValueError(f"no bundled example data named {name!r}; available: {sorted(LOADERS)}") from None
+    return loader()

@@ -1,0 +1,1 @@
+"""Data and model code that does not import Dagster."""

@@ -1,0 +1,165 @@
+"""Parse and validate one landed raw blob against its source spec (Arrow, no Spark, no Dagster).
+
+A raw day is small enough to parse in one process; everything across days runs in Spark.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from ml_assets.spec.model import ColumnType, SourceSpec
+
+PARTITION_COLUMN = "date"
+
+ARROW_TYPES: dict[ColumnType, pa.DataType] = {
+    ColumnType.string: pa.string(),
+    ColumnType.int: pa.int64(),
+    ColumnType.float: pa.float64(),
+    ColumnType.bool: pa.bool_(),
+    ColumnType.date: pa.date32(),
+    ColumnType.timestamp: pa.timestamp("us", tz="UTC"),
+}
+
+_CSV_COLUMN_ERROR = re.compile(r"In CSV column #(\d+): (.*)")
+_INVALID_VALUE = re.compile(r"invalid value '(.*)'")
+
+
+class MalformedBlobError(ValueError):
+    """A landed blob cannot be used; the message names the blob and the problem."""
+
+
+def arrow_schema(source: SourceSpec) -> pa.Schema:
+    return pa.schema([(name, ARROW_TYPES[kind]) for name, kind in source.columns.items()])
+
+
+def parse_blob(data: bytes, source: SourceSpec, blob: str, day: dt.date, zone) -> pa.Table:
+    """The blob's rows with the spec's column types plus a `date` column; raises MalformedBlobError.
+
+    Extra columns are dropped (upstream may add columns); missing ones, values of the wrong
+    type, bad encoding, truncation, emptiness and rows of another day are errors.
+    """
+    if not data:
+        raise MalformedBlobError(f"{blob}: empty blob (0 bytes)")
+    table = _parse_csv(data, source, blob) if source.format == "csv" else _parse_parquet(data, source, blob)
+    if table.num_rows == 0:
+        raise MalformedBlobError(f"{blob}: no rows (header only)")
+    _require_single_day(table, source, blob, day, zone)
+    return table.append_column(PARTITION_COLUMN, pa.array([day] * table.num_rows, pa.date32()))
+
+
+def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise MalformedBlobError(
+            f"{blob}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line})"
+        ) from None
+    header = data.split(b"\n", 1)[0].decode("utf-8").strip().lstrip("\ufeff")
+    present = [name.strip().strip('"') for name in header.split(",")]
+    _require_columns(present, source, blob)
+    wanted = list(source.columns)
+    try:
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: ARROW_TYPES[kind] for name, kind in source.columns.items()},
+                include_columns=wanted,
+                strings_can_be_null=True,
+            ),
+        )
+    except pa.ArrowInvalid as exc:
+        raise MalformedBlobError(f"{blob}: {_describe_csv_error(str(exc), data, present)}") from None
+
+
+def _describe_csv_error(message: str, data: bytes, present: list[str]) -> str:
+    last_line = data.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
+    truncated = not data.endswith(b"\n")
+    match = _CSV_COLUMN_ERROR.search(message)
+    if match:
+        index, detail = int(match.group(1)), match.group(2)
+        column = present[index] if index < len(present) else f"#{index}"
+        row = _row_of_invalid_value(data, column, detail)
+        where = f" (data row {row})" if row else ""
+        hint = " — the blob looks truncated" if truncated and row and _is_last_row(data, row) else ""
+        return f"column {column!r}{where}: {detail}{hint}"
+    if "Expected" in message and "columns" in message:
+        hint = "; the last line is cut short — the blob looks truncated" if truncated else ""
+        return f"malformed CSV row: {message.removeprefix('CSV parse error: ')}{hint} (last line: {last_line[:80]!r})"
+    return message
+
+
+def _row_of_invalid_value(data: bytes, column: str, detail: str) -> int | None:
+    match = _INVALID_VALUE.search(detail)
+    if not match:
+        return None
+    try:
+        as_text = pacsv.read_csv(
+            io.BytesIO(data),
+            convert_options=pacsv.ConvertOptions(column_types={column: pa.string()}, include_columns=[column]),
+        ).column(column)
+    except pa.ArrowInvalid:
+        return None
+    hits = pc.index(as_text, match.group(1)).as_py()
+    return hits + 1 if hits >= 0 else None
+
+
+def _is_last_row(data: bytes, row: int) -> bool:
+    return data.rstrip(b"\n").count(b"\n") == row
+
+
+def _parse_parquet(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
+    try:
+        table = pq.read_table(io.BytesIO(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise MalformedBlobError(f"{blob}: not a readable Parquet file ({exc}); truncated or corrupt") from None
+    _require_columns(table.column_names, source, blob)
+    columns = []
+    for name, kind in source.columns.items():
+        target = ARROW_TYPES[kind]
+        try:
+            columns.append(table.column(name).cast(target, safe=True))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            raise MalformedBlobError(
+                f"{blob}: column {name!r} has type {table.schema.field(name).type}, "
+                f"which does not convert to {kind} ({exc})"
+            ) from None
+    return pa.table(columns, schema=arrow_schema(source))
+
+
+def _require_columns(present: list[str], source: SourceSpec, blob: str) -> None:
+    missing = [name for name in source.columns if name not in present]
+    if missing:
+        raise MalformedBlobError(
+            f"{blob}: missing column(s) {missing}; the spec expects {list(source.columns)}, "
+            f"the blob has {present}"
+        )
+
+
+def _require_single_day(table: pa.Table, source: SourceSpec, blob: str, day: dt.date, zone) -> None:
+    stamps = table.column(source.timestamp_column)
+    if stamps.null_count:
+        raise MalformedBlobError(
+            f"{blob}: {stamps.null_count} row(s) have no {source.timestamp_column!r}"
+        )
+    if pa.types.is_timestamp(stamps.type):
+        local_days = pc.cast(pc.local_timestamp(pc.assume_timezone(stamps, "UTC"))
+                             if stamps.type.tz is None else _to_zone(stamps, zone), pa.date32())
+    else:
+        local_days = stamps
+    outside = pc.sum(pc.not_equal(local_days, pa.scalar(day, pa.date32()))).as_py() or 0
+    if outside:
+        raise MalformedBlobError(
+            f"{blob}: {outside} row(s) have a {source.timestamp_column!r} outside {day} ({zone.key})"
+        )
+
+
+def _to_zone(stamps: pa.ChunkedArray, zone) -> pa.ChunkedArray:
+    return pc.local_timestamp(stamps.cast(pa.timestamp("us", tz=zone.key)))

