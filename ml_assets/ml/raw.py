@@ -28,7 +28,9 @@ ARROW_TYPES: dict[ColumnType, pa.DataType] = {
 }
 
 _CSV_COLUMN_ERROR = re.compile(r"In CSV column #(\d+): (.*)")
-_INVALID_VALUE = re.compile(r"invalid value '(.*)'")
+# Arrow names the offending value either way; a timestamp without its zone offset (e.g. cut
+# short by truncation) gets the second form.
+_INVALID_VALUE = re.compile(r"invalid value '(.*)'|expected a zone offset in '(.*?)'")
 
 
 class MalformedBlobError(ValueError):
@@ -82,6 +84,8 @@ def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
 def _describe_csv_error(message: str, data: bytes, present: list[str]) -> str:
     last_line = data.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
     truncated = not data.endswith(b"\n")
+    if "Empty CSV file" in message:  # a header without a line end, and nothing after it
+        return "no rows (header only)"
     match = _CSV_COLUMN_ERROR.search(message)
     if match:
         index, detail = int(match.group(1)), match.group(2)
@@ -107,7 +111,7 @@ def _row_of_invalid_value(data: bytes, column: str, detail: str) -> int | None:
         ).column(column)
     except pa.ArrowInvalid:
         return None
-    hits = pc.index(as_text, match.group(1)).as_py()
+    hits = pc.index(as_text, match.group(1) if match.group(1) is not None else match.group(2)).as_py()
     return hits + 1 if hits >= 0 else None
 
 

@@ -269,10 +269,15 @@ def spec_path(name_or_path: str | Path) -> Path:
     if candidate.suffix in (".yaml", ".yml"):
         return candidate
     bundled = BUNDLED_SPECS_DIR / f"{name_or_path}.yaml"
-    if not bundled.exists():
-        names = sorted(p.stem for p in BUNDLED_SPECS_DIR.glob("*.yaml"))
-        raise SpecError(f"no bundled spec named {name_or_path!r}; bundled specs: {names}")
-    return bundled
+    if len(candidate.parts) == 1 and bundled.is_file():
+        return bundled
+    names = sorted(p.stem for p in BUNDLED_SPECS_DIR.glob("*.yaml"))
+    if candidate.suffix or len(candidate.parts) > 1:
+        raise SpecError(
+            f"spec {str(name_or_path)!r} is neither a bundled spec name nor a path ending in "
+            f".yaml or .yml; bundled specs: {names}"
+        )
+    raise SpecError(f"no bundled spec named {name_or_path!r}; bundled specs: {names}")
 
 
 def load_spec(name_or_path: str | Path) -> DatasetSpec:
@@ -281,6 +286,10 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
         raise SpecError(f"spec file {path} does not exist") from exc
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"spec file {path} is not UTF-8 text: {exc}") from exc
+    except OSError as exc:
+        raise SpecError(f"spec file {path} cannot be read: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
         raise SpecError(f"spec file {path} is not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -22,7 +22,6 @@ from pathlib import Path
 from ml_assets.storage.base import BlobNotFoundError, BlobStore, BlobStoreError
 
 _POINTER = "_CURRENT"
-_KEEP_VERSIONS = 2
 
 
 @dataclass(frozen=True)
@@ -61,8 +60,10 @@ class DatasetStore:
         version = PartitionVersion(table, partition, f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}")
         for path in files:
             self.blobs.put_file(f"{version.prefix}/{path.relative_to(local_dir).as_posix()}", path)
+        previous = self.current(table, partition)
         self.blobs.put(f"{partition_prefix(table, partition)}/{_POINTER}", version.version.encode())
-        self._drop_old_versions(table, partition)
+        keep = {version.version} | ({previous.version} if previous else set())
+        self._drop_old_versions(table, partition, keep)
         return version
 
     def current(self, table: str, partition: str) -> PartitionVersion | None:
@@ -96,11 +97,15 @@ class DatasetStore:
                 found.append(parts[2].removeprefix("date="))
         return sorted(found)
 
-    def _drop_old_versions(self, table: str, partition: str) -> None:
+    def _drop_old_versions(self, table: str, partition: str, keep: set[str]) -> None:
+        # Keep the new version and the one that was live before it (readers may still hold
+        # it), not merely the newest two: a failed publish leaves a half-uploaded version
+        # that is newer than the live one but was never live.
         prefix = f"{partition_prefix(table, partition)}/v="
         versions = sorted({blob.key[len(prefix) :].split("/", 1)[0] for blob in self.blobs.list(prefix)})
-        for stale in versions[:-_KEEP_VERSIONS]:
-            self.blobs.delete_prefix(f"{prefix}{stale}/")
+        for stale in versions:
+            if stale not in keep:
+                self.blobs.delete_prefix(f"{prefix}{stale}/")
 
 
 def _is_data_file(path: Path) -> bool:

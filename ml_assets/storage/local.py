@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat as stat_module
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -84,21 +85,29 @@ class LocalBlobStore(BlobStore):
     def get(self, key: str) -> bytes:
         try:
             return self._path(key).read_bytes()
-        except FileNotFoundError as exc:
+        # A folder (a prefix of other blobs) or a path through a blob is no blob either.
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise BlobNotFoundError(f"blob not found: {self.describe(key)}") from exc
 
     def download_file(self, key: str, path: Path) -> None:
         source = self._path(key)
         if not source.is_file():
             raise BlobNotFoundError(f"blob not found: {self.describe(key)}")
-        self._atomic_write(Path(path), lambda h: shutil.copyfileobj(open(source, "rb"), h))
+
+        def copy(handle) -> None:
+            with open(source, "rb") as blob:
+                shutil.copyfileobj(blob, handle)
+
+        self._atomic_write(Path(path), copy)
 
     def info(self, key: str) -> BlobInfo:
         path = self._path(key)
         try:
             stat = path.stat()
-        except FileNotFoundError as exc:
+        except (FileNotFoundError, NotADirectoryError) as exc:
             raise BlobNotFoundError(f"blob not found: {self.describe(key)}") from exc
+        if not stat_module.S_ISREG(stat.st_mode):
+            raise BlobNotFoundError(f"blob not found: {self.describe(key)}")
         digest = self._cached_digest(key, stat)
         return BlobInfo(key=key, size=stat.st_size, sha256=digest, last_modified=stat.st_mtime)
 

@@ -1,0 +1,394 @@
+"""Blob store on an Azure Blob Storage container (or Azurite, its local emulator).
+
+Every blob is a block blob whose content only becomes visible when its block list is
+committed, so writes are atomic: `put` uses one Put Blob (or the SDK's staged upload for
+large payloads) and `put_file` stages blocks itself and commits them at the end. The sha256
+of the content travels in the blob's metadata, set in the same commit, so listings never
+read content. Reads check the content against that sha256 and retry when a concurrent
+replace tore them (see `_verified_read`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    AzureError,
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.storage.blob import (
+    BlobBlock,
+    BlobServiceClient,
+    ContainerClient,
+    StorageStreamDownloader,
+)
+
+from ml_assets.storage.base import (
+    BlobInfo,
+    BlobNotFoundError,
+    BlobStore,
+    BlobStoreError,
+    sha256_hex,
+    validate_key,
+)
+
+log = logging.getLogger(__name__)
+
+_SHA_KEY = "sha256"
+_MIB = 1 << 20
+T = TypeVar("T")
+
+
+class AzureBlobStore(BlobStore):
+    """Blobs in one container; `location` is `azure:<account>/<container>`."""
+
+    def __init__(
+        self,
+        container: str,
+        *,
+        connection_string: str | None = None,
+        account_url: str | None = None,
+        credential: Any = None,
+        create_if_missing: bool = True,
+        max_single_put_size: int = 8 * _MIB,
+        max_block_size: int = 4 * _MIB,
+        max_concurrency: int = 4,
+        read_attempts: int = 10,
+        **client_kwargs: Any,
+    ):
+        if (connection_string is None) == (account_url is None):
+            raise ValueError("AzureBlobStore needs exactly one of connection_string or account_url")
+        if max_block_size <= 0 or max_single_put_size <= 0 or max_concurrency <= 0:
+            raise ValueError("block sizes and concurrency must be positive")
+        self.max_single_put_size = max_single_put_size
+        self.max_block_size = max_block_size
+        self.max_concurrency = max_concurrency
+        # A read that races a replace of the same blob is retried this many times in all.
+        self.read_attempts = max(1, read_attempts)
+        client_kwargs.setdefault("max_single_put_size", max_single_put_size)
+        client_kwargs.setdefault("max_block_size", max_block_size)
+        if connection_string is not None:
+            service = BlobServiceClient.from_connection_string(
+                connection_string, credential=credential, **client_kwargs
+            )
+        else:
+            service = BlobServiceClient(account_url, credential=credential, **client_kwargs)
+        self.service: BlobServiceClient = service
+        self.container_name = container
+        self.account_name: str = service.account_name or "unknown-account"
+        self.location = f"azure:{self.account_name}/{container}"
+        self.container: ContainerClient = service.get_container_client(container)
+        if create_if_missing:
+            self._create_container()
+
+    @classmethod
+    def from_connection_string(
+        cls, container: str, connection_string: str, **kwargs: Any
+    ) -> AzureBlobStore:
+        return cls(container, connection_string=connection_string, **kwargs)
+
+    @classmethod
+    def from_account_url(
+        cls, container: str, account_url: str, credential: Any = None, **kwargs: Any
+    ) -> AzureBlobStore:
+        return cls(container, account_url=account_url, credential=credential, **kwargs)
+
+    def close(self) -> None:
+        self.service.close()
+
+    # -- errors -----------------------------------------------------------------------------
+
+    def _create_container(self) -> None:
+        try:
+            self.container.create_container()
+        except ResourceExistsError:
+            pass
+        except AzureError as exc:
+            raise BlobStoreError(
+                f"cannot create container {self.location}: {_summary(exc)}"
+            ) from exc
+
+    @contextmanager
+    def _errors(self, action: str, key: str, *, reading: bool):
+        """Turn SDK exceptions into BlobStoreError naming the container and the blob."""
+        try:
+            yield
+        except ResourceNotFoundError as exc:
+            if reading:
+                raise BlobNotFoundError(
+                    f"blob not found: {self.describe(key)}{_container_note(exc)}"
+                ) from exc
+            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {_summary(exc)}") from exc
+        except AzureError as exc:
+            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {_summary(exc)}") from exc
+
+    # -- writes -----------------------------------------------------------------------------
+
+    def put(self, key: str, data: bytes) -> BlobInfo:
+        blob = self.container.get_blob_client(validate_key(key))
+        digest = sha256_hex(data)
+        with self._errors("write", key, reading=False):
+            # Above max_single_put_size the SDK stages blocks and commits them with the
+            # metadata in one Put Block List, so the replace stays atomic either way.
+            result = blob.upload_blob(
+                data,
+                overwrite=True,
+                metadata={_SHA_KEY: digest},
+                max_concurrency=self.max_concurrency,
+            )
+        return BlobInfo(key=key, size=len(data), sha256=digest, last_modified=_ts(result))
+
+    def put_file(self, key: str, path: Path) -> BlobInfo:
+        """Stage the file block by block while hashing it, then commit with the hash.
+
+        The blob (and its metadata) changes only at the final commit: a failure while
+        reading or uploading leaves the previous blob untouched, and the staged blocks are
+        discarded by the service.
+        """
+        blob = self.container.get_blob_client(validate_key(key))
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as source:
+                first = source.read(self.max_single_put_size + 1)
+                if len(first) <= self.max_single_put_size:
+                    return self.put(key, first)
+                digest.update(first)
+                with self._errors("write", key, reading=False):
+                    block_ids, size = self._stage_blocks(blob, first, source, digest)
+                    result = blob.commit_block_list(
+                        [BlobBlock(block_id=block_id) for block_id in block_ids],
+                        metadata={_SHA_KEY: digest.hexdigest()},
+                    )
+        except OSError as exc:
+            raise BlobStoreError(f"cannot write {self.describe(key)} from {path}: {exc}") from exc
+        return BlobInfo(key=key, size=size, sha256=digest.hexdigest(), last_modified=_ts(result))
+
+    def _stage_blocks(self, blob, first: bytes, source, digest) -> tuple[list[str], int]:
+        # Ids are unique per upload, so concurrent writers of one blob never share a block.
+        upload_id = uuid.uuid4().hex
+        block_ids: list[str] = []
+        size = 0
+        pending: set[Future] = set()
+
+        def chunks() -> Iterator[bytes]:
+            for start in range(0, len(first), self.max_block_size):
+                yield first[start : start + self.max_block_size]
+            while chunk := source.read(self.max_block_size):
+                digest.update(chunk)
+                yield chunk
+
+        with ThreadPoolExecutor(self.max_concurrency, thread_name_prefix="azure-put") as pool:
+            try:
+                for index, chunk in enumerate(chunks()):
+                    block_id = f"{upload_id}-{index:06d}"
+                    block_ids.append(block_id)
+                    size += len(chunk)
+                    pending.add(pool.submit(blob.stage_block, block_id, chunk, length=len(chunk)))
+                    # Bound memory: at most 2 * max_concurrency blocks in flight.
+                    if len(pending) >= 2 * self.max_concurrency:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            future.result()
+                for future in pending:
+                    future.result()
+            except BaseException:
+                for future in pending:
+                    future.cancel()
+                raise
+        return block_ids, size
+
+    # -- reads ------------------------------------------------------------------------------
+
+    def get(self, key: str) -> bytes:
+        blob = self.container.get_blob_client(validate_key(key))
+
+        def read() -> tuple[bytes, str, str | None]:
+            stream = blob.download_blob(max_concurrency=self.max_concurrency)
+            data = stream.readall()
+            return data, sha256_hex(data), _recorded_sha(stream)
+
+        return self._verified_read(key, read)
+
+    def download_file(self, key: str, path: Path) -> None:
+        blob = self.container.get_blob_client(validate_key(key))
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w+b") as handle:
+
+                def read() -> tuple[None, str, str | None]:
+                    handle.seek(0)
+                    handle.truncate()
+                    stream = blob.download_blob(max_concurrency=self.max_concurrency)
+                    stream.readinto(handle)
+                    handle.flush()
+                    handle.seek(0)
+                    digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                    return None, digest, _recorded_sha(stream)
+
+                self._verified_read(key, read)
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _verified_read(self, key: str, read: Callable[[], tuple[T, str, str | None]]) -> T:
+        """Read a blob whole, or retry if it was replaced while being read.
+
+        The SDK pins the etag of the first chunk, so a replace during a chunked download
+        fails with ResourceModifiedError. On top of that, the content is checked against the
+        sha256 recorded in the metadata that came with the first chunk: this also catches
+        servers whose reads are not snapshot-consistent (Azurite can return blocks of two
+        versions under one etag) and corruption in transit.
+        """
+        for attempt in range(self.read_attempts):
+            if attempt:
+                time.sleep(min(0.02 * 2**attempt, 1.0))
+            try:
+                with self._errors("read", key, reading=True):
+                    result, digest, expected = read()
+            except BlobStoreError as exc:
+                if _was_modified(exc) and attempt < self.read_attempts - 1:
+                    continue
+                raise
+            if expected is None or digest == expected:
+                return result
+            log.info("torn read of %s (attempt %d): retrying", self.describe(key), attempt + 1)
+        raise BlobStoreError(
+            f"cannot read {self.describe(key)}: its content did not match its sha256 in "
+            f"{self.read_attempts} attempts (replaced continuously while being read?)"
+        )
+
+    def info(self, key: str) -> BlobInfo:
+        blob = self.container.get_blob_client(validate_key(key))
+        with self._errors("read properties of", key, reading=True):
+            props = blob.get_blob_properties()
+        digest = (props.metadata or {}).get(_SHA_KEY)
+        if digest:
+            return BlobInfo(key, props.size, digest, props.last_modified.timestamp())
+        return self._hash_and_record(key, props.etag, props.metadata or {})
+
+    def _hash_and_record(self, key: str, etag: str, metadata: dict[str, str]) -> BlobInfo:
+        """A blob written without our metadata (by another tool): hash it once, then record it."""
+        blob = self.container.get_blob_client(key)
+        for attempt in range(self.read_attempts):
+            digest = hashlib.sha256()
+            size = 0
+            try:
+                with self._errors("hash", key, reading=True):
+                    stream = blob.download_blob(
+                        etag=etag, match_condition=MatchConditions.IfNotModified
+                    )
+                    for chunk in stream.chunks():
+                        digest.update(chunk)
+                        size += len(chunk)
+                    last_modified = stream.properties.last_modified.timestamp()
+                    try:
+                        # Conditional on the etag, so a hash is never pinned to newer content.
+                        result = blob.set_blob_metadata(
+                            {**metadata, _SHA_KEY: digest.hexdigest()},
+                            etag=etag,
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                        last_modified = _ts(result)
+                    except ResourceModifiedError:
+                        pass  # replaced meanwhile: the hash is still that of what we read
+                    except HttpResponseError as exc:  # e.g. a read-only credential
+                        log.warning(
+                            "cannot record sha256 of %s: %s", self.describe(key), _summary(exc)
+                        )
+                return BlobInfo(key, size, digest.hexdigest(), last_modified)
+            except BlobStoreError as exc:
+                if not _was_modified(exc) or attempt == self.read_attempts - 1:
+                    raise
+            # The blob changed between reading its properties and its content: start over.
+            with self._errors("read properties of", key, reading=True):
+                props = blob.get_blob_properties()
+            if (props.metadata or {}).get(_SHA_KEY):
+                return BlobInfo(
+                    key, props.size, props.metadata[_SHA_KEY], props.last_modified.timestamp()
+                )
+            etag, metadata = props.etag, props.metadata or {}
+        raise AssertionError("unreachable")
+
+    def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        with self._errors("list", prefix, reading=False):
+            items = sorted(
+                self.container.list_blobs(name_starts_with=prefix or None, include=["metadata"]),
+                key=lambda item: item.name,
+            )
+        return self._infos(items)
+
+    def _infos(self, items) -> Iterator[BlobInfo]:
+        for item in items:
+            metadata = item.metadata or {}
+            if metadata.get("hdi_isfolder") == "true":
+                continue  # directory marker of a hierarchical-namespace account, not a blob
+            if metadata.get(_SHA_KEY):
+                yield BlobInfo(
+                    item.name, item.size, metadata[_SHA_KEY], item.last_modified.timestamp()
+                )
+                continue
+            try:
+                yield self._hash_and_record(item.name, item.etag, metadata)
+            except BlobNotFoundError:
+                continue  # deleted since the listing
+
+    def delete(self, key: str) -> None:
+        blob = self.container.get_blob_client(validate_key(key))
+        # Already gone (or never written) is not an error.
+        with self._errors("delete", key, reading=False), suppress(ResourceNotFoundError):
+            blob.delete_blob(delete_snapshots="include")
+
+    def delete_prefix(self, prefix: str) -> int:
+        # Names only: no need to hash blobs that are about to go.
+        with self._errors("list", prefix, reading=False):
+            names = sorted(self.container.list_blob_names(name_starts_with=prefix or None))
+        for name in names:
+            self.delete(name)
+        return len(names)
+
+
+def _recorded_sha(stream: StorageStreamDownloader) -> str | None:
+    return (stream.properties.metadata or {}).get(_SHA_KEY)
+
+
+def _ts(result: dict[str, Any]) -> float:
+    value = result.get("last_modified")
+    return value.timestamp() if isinstance(value, datetime) else 0.0
+
+
+def _summary(exc: AzureError) -> str:
+    code = getattr(exc, "error_code", None)
+    message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
+    first = message[0] if message else type(exc).__name__
+    return f"{code}: {first}" if code else first
+
+
+def _container_note(exc: AzureError) -> str:
+    return (
+        " (the container does not exist)"
+        if getattr(exc, "error_code", None) == "ContainerNotFound"
+        else ""
+    )
+
+
+def _was_modified(exc: BaseException) -> bool:
+    return isinstance(exc.__cause__, ResourceModifiedError)
