@@ -15,4 +15,7 @@ defs = dg.Definitions(
     sensors=[landed_blobs_sensor, data_automation_sensor],
     jobs=[raw_job, feature_job],
     resources=resources_for_environment(),
+    # Steps of a run share one process and so one Spark session; the multiprocess default would
+    # start a JVM per step. Scale out by pointing spark.master at a cluster instead.
+    executor=dg.in_process_executor,
 )
