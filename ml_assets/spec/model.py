@@ -159,13 +159,49 @@ class QualitySpec(_Strict):
         return self.null_rate_overrides.get(name, self.max_null_rate)
 
 
-class PromotionSpec(_Strict):
-    """Thresholds the promotion gate applies; absent thresholds make the gate fail closed."""
+KNOWN_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "ece")
 
-    min_metrics: dict[str, float] = Field(default_factory=dict)
-    min_improvement: dict[str, float] = Field(default_factory=dict)
-    min_relative_improvement: dict[str, float] = Field(default_factory=dict)
-    max_slice_regression: float | None = None
+
+class InfraBudget(_Strict):
+    sample_requests: int = Field(200, ge=1, description="Sample rows the serving code must answer")
+    max_p95_latency_ms: float = Field(20.0, gt=0, description="Budget for single-row p95 latency")
+    max_size_mb: float = Field(200.0, gt=0, description="Budget for the artifact's size")
+
+
+class PromotionSpec(_Strict):
+    """Thresholds of the promotion gate. With none configured the gate refuses (fails closed)."""
+
+    absolute: dict[str, float] = Field(
+        default_factory=dict,
+        description="Bars on the candidate: at least (roc_auc, pr_auc, accuracy) or at most (log_loss, brier, ece)",
+    )
+    min_improvement: dict[str, float] = Field(
+        default_factory=dict, description="Margin by which the candidate must beat the champion, in metric units"
+    )
+    min_relative_improvement: dict[str, float] = Field(
+        default_factory=dict, description="Margin relative to the champion's value (0.01 = 1%)"
+    )
+    max_slice_regression: dict[str, float] = Field(
+        default_factory=dict, description="Largest allowed worsening on any slice, per metric"
+    )
+    slice_dimensions: list[str] = Field(
+        default_factory=lambda: ["cluster_id"], description="Columns whose values are evaluation slices"
+    )
+    min_slice_size: int = Field(100, ge=1, description="Slices with fewer holdout rows are not gated")
+    decision_threshold: float = Field(0.5, gt=0, lt=1, description="Probability above which a row is positive")
+    infra: InfraBudget = Field(default_factory=InfraBudget)
+
+    @model_validator(mode="after")
+    def _known_metrics(self) -> PromotionSpec:
+        for field in ("absolute", "min_improvement", "min_relative_improvement", "max_slice_regression"):
+            unknown = sorted(set(getattr(self, field)) - set(KNOWN_METRICS))
+            if unknown:
+                raise ValueError(f"{field}: unknown metric(s) {unknown}; known: {list(KNOWN_METRICS)}")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.absolute or self.min_improvement or self.min_relative_improvement)
 
 
 class DatasetSpec(_Strict):

@@ -39,6 +39,7 @@ from azure.storage.blob import (
 )
 
 from ml_assets.storage.base import (
+    BlobConflictError,
     BlobInfo,
     BlobNotFoundError,
     BlobStore,
@@ -151,7 +152,58 @@ class AzureBlobStore(BlobStore):
                 metadata={_SHA_KEY: digest},
                 max_concurrency=self.max_concurrency,
             )
-        return BlobInfo(key=key, size=len(data), sha256=digest, last_modified=_ts(result))
+        return BlobInfo(
+            key=key,
+            size=len(data),
+            sha256=digest,
+            last_modified=_ts(result),
+            etag=result.get("etag"),
+        )
+
+    def put_if(self, key: str, data: bytes, etag: str | None) -> BlobInfo:
+        """Put Blob (or Put Block List) with If-Match: etag, or If-None-Match: * for etag=None.
+
+        The service checks the condition and replaces the blob in one step, so this is a true
+        compare-and-swap; the sha256 metadata is set in the same write, as in `put`.
+        """
+        blob = self.container.get_blob_client(validate_key(key))
+        digest = sha256_hex(data)
+        if etag is None:
+            condition: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
+        else:
+            condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        with self._errors("write", key, reading=False):
+            try:
+                result = blob.upload_blob(
+                    data,
+                    overwrite=True,
+                    metadata={_SHA_KEY: digest},
+                    max_concurrency=self.max_concurrency,
+                    **condition,
+                )
+            except (ResourceExistsError, ResourceModifiedError) as exc:
+                # 409 BlobAlreadyExists for If-None-Match: *, 412 ConditionNotMet for If-Match.
+                raise BlobConflictError(self._conflict_message(key, etag, exc)) from exc
+            except ResourceNotFoundError as exc:
+                if getattr(exc, "error_code", None) == "ContainerNotFound":
+                    raise
+                # If-Match on a blob that was deleted meanwhile.
+                raise BlobConflictError(self._conflict_message(key, etag, exc)) from exc
+        return BlobInfo(
+            key=key,
+            size=len(data),
+            sha256=digest,
+            last_modified=_ts(result),
+            etag=result.get("etag"),
+        )
+
+    def _conflict_message(self, key: str, etag: str | None, exc: AzureError) -> str:
+        if etag is None:
+            return f"conflict writing {self.describe(key)}: it already exists ({_summary(exc)})"
+        return (
+            f"conflict writing {self.describe(key)}: it was replaced or deleted since it was "
+            f"read (expected etag {etag}; {_summary(exc)})"
+        )
 
     def put_file(self, key: str, path: Path) -> BlobInfo:
         """Stage the file block by block while hashing it, then commit with the hash.
@@ -176,7 +228,13 @@ class AzureBlobStore(BlobStore):
                     )
         except OSError as exc:
             raise BlobStoreError(f"cannot write {self.describe(key)} from {path}: {exc}") from exc
-        return BlobInfo(key=key, size=size, sha256=digest.hexdigest(), last_modified=_ts(result))
+        return BlobInfo(
+            key=key,
+            size=size,
+            sha256=digest.hexdigest(),
+            last_modified=_ts(result),
+            etag=result.get("etag"),
+        )
 
     def _stage_blocks(self, blob, first: bytes, source, digest) -> tuple[list[str], int]:
         # Ids are unique per upload, so concurrent writers of one blob never share a block.
@@ -221,6 +279,18 @@ class AzureBlobStore(BlobStore):
             stream = blob.download_blob(max_concurrency=self.max_concurrency)
             data = stream.readall()
             return data, sha256_hex(data), _recorded_sha(stream)
+
+        return self._verified_read(key, read)
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The SDK pins the first chunk's etag for the rest of the download, and the content
+        is checked against its sha256 (see `_verified_read`), so data and etag belong together."""
+        blob = self.container.get_blob_client(validate_key(key))
+
+        def read() -> tuple[tuple[bytes, str], str, str | None]:
+            stream = blob.download_blob(max_concurrency=self.max_concurrency)
+            data = stream.readall()
+            return (data, stream.properties.etag), sha256_hex(data), _recorded_sha(stream)
 
         return self._verified_read(key, read)
 

@@ -17,6 +17,10 @@ class BlobNotFoundError(BlobStoreError, FileNotFoundError):
     """The named blob does not exist."""
 
 
+class BlobConflictError(BlobStoreError):
+    """A conditional write (`put_if`) lost: the blob changed, appeared or vanished meanwhile."""
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     """What a listing tells about one blob, without reading it."""
@@ -25,6 +29,9 @@ class BlobInfo:
     size: int
     sha256: str
     last_modified: float
+    #: The blob's etag as written; set by writes (`put`, `put_file`, `put_if`), None from
+    #: `info` and `list`. Pass it to `put_if` to replace exactly this version of the blob.
+    etag: str | None = None
 
 
 def sha256_hex(data: bytes) -> str:
@@ -45,6 +52,11 @@ class BlobStore(ABC):
 
     Every write is atomic: a reader sees the old blob or the new one, never a part of either.
     Each blob carries the sha256 of its content, so a listing tells whether a blob changed.
+
+    `get_with_etag` and `put_if` add compare-and-swap: read a blob and its etag, compute the
+    new content, and write it only if nobody replaced the blob meanwhile; on BlobConflictError
+    read again and retry. Etags are opaque strings that change whenever the blob is replaced
+    (Azure: the service's etag; local: content sha256 plus size, mtime and inode).
     """
 
     #: Human-readable location used in error messages, e.g. "local:/data/store" or "azure:ml-assets".
@@ -61,6 +73,24 @@ class BlobStore(ABC):
     @abstractmethod
     def get(self, key: str) -> bytes:
         """Read one blob; raises BlobNotFoundError naming the blob if it is missing."""
+
+    @abstractmethod
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """Read one blob and the etag of exactly that content; BlobNotFoundError if missing."""
+
+    @abstractmethod
+    def put_if(self, key: str, data: bytes, etag: str | None) -> BlobInfo:
+        """Write one blob atomically only if its current etag is `etag`.
+
+        With `etag=None` the write only creates: it succeeds only if the blob does not exist.
+        Otherwise (the blob was replaced, created or deleted since `etag` was read) nothing is
+        written and BlobConflictError, naming the blob, is raised. The returned BlobInfo carries
+        the new etag.
+
+        As with any conditional write over a network, a write whose response was lost may be
+        retried by the client and then report a conflict although it took effect; callers
+        that must tell the two apart write unique content and compare on conflict.
+        """
 
     @abstractmethod
     def download_file(self, key: str, path: Path) -> None:

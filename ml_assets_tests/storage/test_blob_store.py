@@ -12,6 +12,7 @@ import pytest
 
 from ml_assets.storage import (
     AzureBlobStore,
+    BlobConflictError,
     BlobNotFoundError,
     BlobStore,
     BlobStoreError,
@@ -431,3 +432,171 @@ def test_azurite_binary_lookup_order(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert azurite_fixtures.find_azurite_blob() == str(fake)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     assert azurite_fixtures.find_azurite_blob() is None
+
+
+# -- compare-and-swap ----------------------------------------------------------------------
+
+
+def test_put_if_none_creates_once_then_conflicts(blob_store: BlobStore):
+    info = blob_store.put_if("cas/new", b"first", None)
+    assert (info.size, info.sha256) == (5, sha(b"first"))
+    assert info.etag
+    with pytest.raises(BlobConflictError) as caught:
+        blob_store.put_if("cas/new", b"second", None)
+    assert blob_store.describe("cas/new") in str(caught.value)
+    assert not isinstance(caught.value, BlobNotFoundError)
+    assert blob_store.get("cas/new") == b"first"
+    # The conflicting write left nothing behind (no temp file in listings either).
+    assert [(b.key, b.sha256) for b in blob_store.list("cas/")] == [("cas/new", sha(b"first"))]
+
+
+def test_get_with_etag_matches_write_etag_and_changes_on_every_write(blob_store: BlobStore):
+    written = blob_store.put("cas/k", b"v1")
+    data, etag = blob_store.get_with_etag("cas/k")
+    assert (data, etag) == (b"v1", written.etag)
+    # Rewriting identical content still changes the etag, as on Azure.
+    again = blob_store.put_if("cas/k", b"v1", etag)
+    assert again.etag != etag
+    assert blob_store.get_with_etag("cas/k") == (b"v1", again.etag)
+    with pytest.raises(BlobNotFoundError, match="cas/missing"):
+        blob_store.get_with_etag("cas/missing")
+
+
+def test_put_if_with_a_stale_etag_conflicts(blob_store: BlobStore):
+    blob_store.put("cas/k", b"v1")
+    _, etag1 = blob_store.get_with_etag("cas/k")
+    info = blob_store.put_if("cas/k", b"v2", etag1)
+    assert blob_store.get_with_etag("cas/k") == (b"v2", info.etag)
+    assert blob_store.info("cas/k").sha256 == sha(b"v2")  # sha256 bookkeeping kept
+    with pytest.raises(BlobConflictError, match="cas/k"):
+        blob_store.put_if("cas/k", b"v3 from a stale read", etag1)
+    # A plain put in between also invalidates the etag read before it.
+    blob_store.put("cas/k", b"v2")
+    with pytest.raises(BlobConflictError):
+        blob_store.put_if("cas/k", b"v3", info.etag)
+    # Deleted meanwhile: an etag no longer matches, and None now creates.
+    _, etag = blob_store.get_with_etag("cas/k")
+    blob_store.delete("cas/k")
+    with pytest.raises(BlobConflictError):
+        blob_store.put_if("cas/k", b"v4", etag)
+    assert not blob_store.exists("cas/k")
+    blob_store.put_if("cas/k", b"v5", None)
+    assert blob_store.get("cas/k") == b"v5"
+
+
+def test_put_if_of_a_multi_mb_payload(blob_store: BlobStore):
+    """Above max_single_put_size Azure stages blocks: the condition goes on the commit."""
+    big = payload(3 * MIB, seed=7)
+    blob_store.put_if("cas/big", big, None)
+    with pytest.raises(BlobConflictError):
+        blob_store.put_if("cas/big", payload(3 * MIB, seed=8), None)
+    _, etag = blob_store.get_with_etag("cas/big")
+    newer = payload(3 * MIB, seed=9)
+    blob_store.put_if("cas/big", newer, etag)
+    with pytest.raises(BlobConflictError):
+        blob_store.put_if("cas/big", big, etag)
+    assert blob_store.get("cas/big") == newer
+    assert blob_store.info("cas/big").sha256 == sha(newer)
+
+
+def increment(store: BlobStore, key: str, times: int) -> int:
+    """Add `times` to a decimal counter blob with get_with_etag/put_if; return the retries."""
+    retries = 0
+    for _ in range(times):
+        while True:
+            try:
+                raw, etag = store.get_with_etag(key)
+            except BlobNotFoundError:
+                raw, etag = b"0", None
+            try:
+                store.put_if(key, str(int(raw) + 1).encode(), etag)
+                break
+            except BlobConflictError:
+                retries += 1
+    return retries
+
+
+def test_threads_racing_on_a_counter_lose_no_increment(blob_store: BlobStore):
+    threads, per_thread = 8, 15
+    barrier = threading.Barrier(threads)
+    retries: list[int] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            barrier.wait()
+            retries.append(increment(blob_store, "cas/counter", per_thread))
+        except BaseException as exc:
+            errors.append(exc)
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=300)
+    assert errors == []
+    assert int(blob_store.get("cas/counter")) == threads * per_thread
+    assert sum(retries) > 0, "the threads never actually raced"
+
+
+def _process_increment(root: str, key: str, times: int, start, results) -> None:
+    start.wait()
+    results.put(increment(LocalBlobStore(root), key, times))
+
+
+def test_local_processes_racing_on_a_counter_lose_no_increment(tmp_path: Path):
+    """flock(2) locks exclude other processes too, not only other threads."""
+    import multiprocessing
+
+    processes, per_process = 4, 40
+    # fork: the children need nothing but this already-imported module, and start fast.
+    context = multiprocessing.get_context("fork")
+    root = str(tmp_path / "store")
+    start, results = context.Event(), context.Queue()
+    pool = [
+        context.Process(
+            target=_process_increment, args=(root, "cas/counter", per_process, start, results)
+        )
+        for _ in range(processes)
+    ]
+    for process in pool:
+        process.start()
+    start.set()
+    try:
+        retries = [results.get(timeout=300) for _ in pool]
+    finally:
+        for process in pool:
+            process.join(timeout=30)
+    assert [process.exitcode for process in pool] == [0] * processes
+    store = LocalBlobStore(root)
+    assert int(store.get("cas/counter")) == processes * per_process
+    assert sum(retries) > 0, "the processes never actually raced"
+    # Lock files are internal: never listed.
+    assert [b.key for b in store.list()] == ["cas/counter"]
+
+
+def test_local_put_if_waits_for_the_key_lock_then_rechecks(tmp_path: Path):
+    """The etag check happens under the lock: a swap made meanwhile is seen, not overwritten."""
+    store = LocalBlobStore(tmp_path / "store")
+    store.put("a", b"1")
+    _, etag = store.get_with_etag("a")
+    with store._locked("a"):
+        # Same stripe, same key, from another thread: waits for the lock, then conflicts.
+        done = threading.Event()
+        outcome: list[object] = []
+
+        def contender() -> None:
+            try:
+                outcome.append(store.put_if("a", b"2", etag))
+            except BlobConflictError as exc:
+                outcome.append(exc)
+            done.set()
+
+        thread = threading.Thread(target=contender)
+        thread.start()
+        assert not done.wait(0.3), "put_if did not wait for the key's lock"
+        # Replace the blob while holding the lock, as a concurrent writer would.
+        (store.root / "a").write_bytes(b"changed underneath")
+    thread.join(timeout=10)
+    assert isinstance(outcome[0], BlobConflictError)
+    assert store.get("a") == b"changed underneath"

@@ -1,0 +1,386 @@
+"""The training-cycle report as an email: plain text + HTML alternatives, plots inline.
+
+The message is ``multipart/alternative`` with a ``text/plain`` part and a ``multipart/related``
+part holding the ``text/html`` body and every plot as an ``image/png`` that the HTML references
+by ``cid:``. The text body is Markdown-flavoured plain text; the HTML body is rendered from the
+same Markdown by :func:`markdown_to_html`, a small renderer for the subset the report uses
+(headings, pipe tables, bullet lists, fenced code, paragraphs, ``**bold**`` and ``code``).
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+import secrets
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
+from typing import Literal
+
+from ml_assets.ml.evaluation import HIGHER_IS_BETTER, METRICS, format_value, markdown_table
+
+Status = Literal["deployed", "kept_champion", "failed"]
+STATUSES = ("deployed", "kept_champion", "failed")
+SUBJECT_PREFIX = "[ml_assets]"
+VERDICT_COLUMNS = ("metric", "slice", "candidate", "champion", "delta", "threshold", "passed")
+
+
+@dataclass
+class CycleReport:
+    """Everything one training cycle has to say; only the first three fields are required."""
+
+    dataset: str
+    cycle_id: str
+    status: Status
+    failed_stage: str | None = None
+    error: str | None = None
+    # Rows with keys metric, slice, candidate, champion, delta, threshold, passed.
+    verdict_rows: list[dict] = field(default_factory=list)
+    verdict_passed: bool | None = None
+    # {"name", "version", "flavor", "metrics": {metric: value}}
+    candidate: dict | None = None
+    champion: dict | None = None
+    deployed_version: int | None = None
+    reason: str = ""
+    forced_reason: str | None = None
+    slice_tables_markdown: dict[str, str] = field(default_factory=dict)
+    plots: dict[str, bytes] = field(default_factory=dict)
+    extra_sections: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {STATUSES}, got {self.status!r}")
+
+
+# --- subject and sections -----------------------------------------------------------------
+
+
+def _model_label(model: dict | None) -> str:
+    if not model:
+        return "none"
+    label = str(model.get("name") or "model")
+    if model.get("version") is not None:
+        label += f" v{model['version']}"
+    if model.get("flavor"):
+        label += f" ({model['flavor']})"
+    return label
+
+
+def subject(report: CycleReport) -> str:
+    head = f"{SUBJECT_PREFIX} {report.dataset}:"
+    if report.status == "failed":
+        return f"{head} training cycle FAILED at {report.failed_stage or 'unknown stage'}"
+    if report.status == "deployed":
+        text = "deployed"
+        if report.deployed_version is not None:
+            text += f" version {report.deployed_version}"
+        if report.forced_reason:
+            text += " (forced)"
+        return f"{head} {text}"
+    why = {False: "gate failed", None: "no verdict"}.get(report.verdict_passed, "not promoted")
+    version = (report.champion or {}).get("version")
+    if report.champion is None:
+        return f"{head} no model deployed ({why})"
+    kept = f"kept champion v{version}" if version is not None else "kept champion"
+    return f"{head} {kept} ({why})"
+
+
+def _number(value, signed: bool = False) -> str:
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    if signed and is_number and not math.isnan(float(value)) and value > 0:
+        return "+" + format_value(value)
+    return format_value(value)
+
+
+def _passed(value) -> str:
+    if value is None:
+        return "n/a"
+    return "PASS" if value else "FAIL"
+
+
+def _verdict_table(rows: list[dict]) -> str:
+    body = [
+        [
+            str(row.get("metric", "")),
+            str(row.get("slice") or "overall"),
+            _number(row.get("candidate")),
+            _number(row.get("champion")),
+            _number(row.get("delta"), signed=True),
+            _number(row.get("threshold")),
+            _passed(row.get("passed")),
+        ]
+        for row in rows
+    ]
+    headers = ["metric", "slice", "candidate", "champion", "delta", "threshold", "result"]
+    return markdown_table(headers, body, numeric_from=2)
+
+
+def _metric_order(names) -> list[str]:
+    known = [m for m in METRICS if m in names]
+    return known + sorted(n for n in names if n not in METRICS)
+
+
+def _comparison_table(candidate: dict | None, champion: dict | None) -> str | None:
+    cand = (candidate or {}).get("metrics") or {}
+    champ = (champion or {}).get("metrics") or {}
+    if not cand and not champ:
+        return None
+    rows = []
+    for metric in _metric_order(set(cand) | set(champ)):
+        c, b = cand.get(metric), champ.get(metric)
+        delta = c - b if isinstance(c, int | float) and isinstance(b, int | float) else None
+        label = metric
+        if metric in HIGHER_IS_BETTER:
+            label += " (higher is better)" if HIGHER_IS_BETTER[metric] else " (lower is better)"
+        rows.append([label, _number(c), _number(b), _number(delta, signed=True)])
+    headers = [
+        "metric",
+        f"candidate {_model_label(candidate)}",
+        f"champion {_model_label(champion)}",
+        "delta",
+    ]
+    return markdown_table(headers, rows)
+
+
+def _sections(report: CycleReport) -> list[tuple[str, str]]:
+    """(title, markdown) pairs in display order; plots are handled separately."""
+    status_text = {"deployed": "deployed", "kept_champion": "kept champion", "failed": "FAILED"}[
+        report.status
+    ]
+    summary = [
+        f"- Dataset: **{report.dataset}**",
+        f"- Cycle: `{report.cycle_id}`",
+        f"- Status: **{status_text}**",
+    ]
+    if report.deployed_version is not None:
+        summary.append(f"- Deployed version: **{report.deployed_version}**")
+    else:
+        summary.append("- Deployed version: none")
+    if report.reason:
+        summary.append(f"- Reason: {report.reason}")
+    if report.forced_reason:
+        summary.append(f"- **FORCED PROMOTION** (gate overridden): {report.forced_reason}")
+    if report.candidate is not None:
+        summary.append(f"- Candidate: {_model_label(report.candidate)}")
+    if report.champion is not None or report.status != "failed":
+        summary.append(f"- Champion: {_model_label(report.champion)}")
+    sections = [("Summary", "\n".join(summary))]
+
+    if report.status == "failed" or report.error:
+        failure = [f"Stage: **{report.failed_stage or 'unknown'}**"]
+        if report.error:
+            failure += ["", "```", report.error.rstrip(), "```"]
+        sections.append(("Failure", "\n".join(failure)))
+
+    if report.verdict_rows or report.verdict_passed is not None:
+        verdict = {True: "PASSED", False: "FAILED", None: "not evaluated"}[report.verdict_passed]
+        body = f"Gate verdict: **{verdict}**"
+        if report.verdict_rows:
+            body += "\n\n" + _verdict_table(report.verdict_rows)
+        sections.append(("Gate verdict", body))
+
+    comparison = _comparison_table(report.candidate, report.champion)
+    if comparison:
+        sections.append(("Champion vs challenger", comparison))
+
+    for dimension, table in report.slice_tables_markdown.items():
+        sections.append((f"Metrics by {dimension}", table))
+    sections += list(report.extra_sections.items())
+    return sections
+
+
+# --- Markdown subset to HTML --------------------------------------------------------------
+
+_SEPARATOR = re.compile(r"^\|?\s*:?-+:?\s*(\|\s*:?-+:?\s*)*\|?\s*$")
+_HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
+_BULLET = re.compile(r"^\s*[-*]\s+(.*)$")
+_CELL_SPLIT = re.compile(r"(?<!\\)\|")
+
+TABLE_STYLE = "border-collapse:collapse;margin:6px 0 14px 0;font-size:13px"
+CELL_STYLE = "border:1px solid #c8c8c8;padding:3px 8px"
+HEAD_STYLE = CELL_STYLE + ";background:#f0f0f0"
+CELL_COLOURS = {"PASS": "#d9f2d9", "FAIL": "#f8d0d0"}
+
+
+def _inline(text: str) -> str:
+    out = html.escape(text, quote=False)
+    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
+    return re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", out)
+
+
+def _cells(line: str) -> list[str]:
+    line = line.strip()
+    if line.startswith("|"):
+        line = line[1:]
+    if line.endswith("|") and not line.endswith("\\|"):
+        line = line[:-1]
+    return [c.strip().replace("\\|", "|") for c in _CELL_SPLIT.split(line)]
+
+
+def _table_html(lines: list[str]) -> str:
+    header = _cells(lines[0])
+    aligns = ["right" if c.endswith(":") else "left" for c in _cells(lines[1])]
+    aligns += ["left"] * (len(header) - len(aligns))
+
+    def cell(tag: str, text: str, i: int) -> str:
+        style = HEAD_STYLE if tag == "th" else CELL_STYLE
+        style += f";text-align:{aligns[i] if i < len(aligns) else 'left'}"
+        if tag == "td" and text in CELL_COLOURS:
+            style += f";background:{CELL_COLOURS[text]};font-weight:bold"
+        return f'<{tag} style="{style}">{_inline(text)}</{tag}>'
+
+    out = [f'<table style="{TABLE_STYLE}">', "<thead><tr>"]
+    out += [cell("th", text, i) for i, text in enumerate(header)]
+    out.append("</tr></thead><tbody>")
+    for line in lines[2:]:
+        out.append("<tr>" + "".join(cell("td", t, i) for i, t in enumerate(_cells(line))) + "</tr>")
+    out.append("</tbody></table>")
+    return "\n".join(out)
+
+
+def markdown_to_html(text: str) -> str:
+    """Render the Markdown subset the report uses; everything else is escaped text."""
+    lines = text.splitlines()
+    out: list[str] = []
+    paragraph: list[str] = []
+
+    def flush() -> None:
+        if paragraph:
+            out.append("<p>" + "<br>\n".join(_inline(p) for p in paragraph) + "</p>")
+            paragraph.clear()
+
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            flush()
+            j = i + 1
+            while j < len(lines) and not lines[j].strip().startswith("```"):
+                j += 1
+            code = "\n".join(lines[i + 1 : j])
+            out.append(
+                '<pre style="background:#f6f6f6;padding:8px;white-space:pre-wrap">'
+                + html.escape(code, quote=False)
+                + "</pre>"
+            )
+            i = j + 1
+            continue
+        if (
+            stripped.startswith("|")
+            and i + 1 < len(lines)
+            and _SEPARATOR.match(lines[i + 1].strip())
+        ):
+            flush()
+            j = i + 2
+            while j < len(lines) and lines[j].strip().startswith("|"):
+                j += 1
+            out.append(_table_html([ln.strip() for ln in lines[i:j]]))
+            i = j
+            continue
+        heading = _HEADING.match(stripped)
+        if heading:
+            flush()
+            level = min(len(heading.group(1)) + 2, 6)  # the report's own titles are h2
+            out.append(f"<h{level}>{_inline(heading.group(2))}</h{level}>")
+            i += 1
+            continue
+        if _BULLET.match(line):
+            flush()
+            items = []
+            while i < len(lines) and _BULLET.match(lines[i]):
+                items.append(f"<li>{_inline(_BULLET.match(lines[i]).group(1))}</li>")
+                i += 1
+            out.append("<ul>\n" + "\n".join(items) + "\n</ul>")
+            continue
+        if not stripped:
+            flush()
+        else:
+            paragraph.append(stripped)
+        i += 1
+    flush()
+    return "\n".join(out)
+
+
+# --- message ------------------------------------------------------------------------------
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "plot"
+
+
+def _domain(sender: str) -> str:
+    address = parseaddr(sender)[1]
+    domain = address.rpartition("@")[2]
+    return domain if "@" in address and domain else "ml-assets.local"
+
+
+def build_message(report: CycleReport, sender: str, recipients: list[str]) -> EmailMessage:
+    """The report as a ready-to-send message (``From``, ``To``, ``Subject``, ``Date`` set)."""
+    if not recipients:
+        raise ValueError("build_message needs at least one recipient")
+    domain = _domain(sender)
+    sections = _sections(report)
+    # Short Content-IDs (no header folding): <slug.random@domain>.
+    plot_ids = {
+        name: f"<{_slug(name)[:40]}.{secrets.token_hex(6)}@{domain}>" for name in report.plots
+    }
+
+    title = subject(report)
+    text = [title, ""]
+    for heading, body in sections:
+        text += [f"## {heading}", "", body, ""]
+    if report.plots:
+        text += [
+            "## Plots",
+            "",
+            "Inline in the HTML version of this message: " + ", ".join(report.plots) + ".",
+            "",
+        ]
+
+    body_html = [f'<h1 style="font-size:18px">{html.escape(title)}</h1>']
+    for heading, body in sections:
+        body_html += [
+            f'<h2 style="font-size:15px">{html.escape(heading)}</h2>',
+            markdown_to_html(body),
+        ]
+    if report.plots:
+        body_html.append('<h2 style="font-size:15px">Plots</h2>')
+        for name, cid in plot_ids.items():
+            body_html.append(
+                f"<p><b>{html.escape(name)}</b><br>"
+                f'<img src="cid:{cid[1:-1]}" alt="{html.escape(name)}" '
+                'style="max-width:100%;height:auto"></p>'
+            )
+    document = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>\n"
+        '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">\n'
+        + "\n".join(body_html)
+        + "\n</body></html>\n"
+    )
+
+    message = EmailMessage()
+    message["Subject"] = title
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(idstring="cycle", domain=domain)
+    message["X-ML-Assets-Dataset"] = report.dataset
+    message["X-ML-Assets-Cycle"] = report.cycle_id
+    message["X-ML-Assets-Status"] = report.status
+    message.set_content("\n".join(text))
+    message.add_alternative(document, subtype="html")
+    if report.plots:
+        html_part = message.get_payload()[1]
+        for name, png in report.plots.items():
+            html_part.add_related(
+                png,
+                maintype="image",
+                subtype="png",
+                cid=plot_ids[name],
+                disposition="inline",
+                filename=f"{_slug(name)}.png",
+            )
+    return message
