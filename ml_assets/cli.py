@@ -1,10 +1,11 @@
-"""`ml-assets`: land example data, run the main job."""
+"""`ml-assets`: land example data, run the main job, serve and roll back models."""
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import sys
+import time
 import warnings
 
 
@@ -13,6 +14,13 @@ def _date(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _month(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(f"{text}-01")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month (YYYY-MM)") from None
 
 
 def cmd_land(args: argparse.Namespace) -> int:
@@ -35,20 +43,79 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from ml_assets.definitions import defs
-    from ml_assets.demo import run_demo, summary_rows
+    from ml_assets.demo import Demo, month_bounds, summary_rows
 
+    started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
-        report = run_demo(defs, instance, args.start, args.end)
-        rows = summary_rows(instance, report.days)
-    columns = list(rows[0])
-    print()
-    print("  ".join(f"{c:>12}" for c in columns))
-    for row in rows:
-        print("  ".join(f"{'-' if row[c] is None else row[c]!s:>12}" for c in columns))
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in report.seconds.items())
-    print(f"\n{len(report.days)} days; raw failures: {len(report.raw_failed)}; {timings}")
+        demo = Demo(defs, instance)
+        cycles = []
+        for month in range(args.months):
+            first, last = month_bounds(args.first_month, month)
+            demo.land_and_materialize(first, last)
+            if not args.data_only:
+                cycles.append(demo.training_cycle(last.isoformat()))
+        probe = demo.probe_serving() if cycles else None
+        rows = summary_rows(instance, demo.report.days)
+    _print_table(rows)
+    if cycles:
+        print()
+        _print_table([
+            {"as_of": c.as_of, "status": c.status, "candidate": c.candidate,
+             "deployed": c.deployed_version or "-", "champion": c.champion_after or "-",
+             "seconds": round(c.seconds, 1), "report": c.report_sent_to.rsplit("/", 1)[-1]}
+            for c in cycles
+        ])
+        for c in cycles:
+            print(f"  {c.as_of}: {c.verdict}")
+    if probe:
+        print(f"\nserving {probe['url']} (champion v{probe['version']}): {probe['rows']} sample rows predicted "
+              f"over HTTP; max |server - batch| = {probe['max_abs_diff']:.2e}; "
+              f"single-row p50 {probe['p50_ms']:.2f} ms")
+    timings = ", ".join(f"{k} {v:.1f}s" for k, v in demo.report.seconds.items())
+    print(f"\n{len(demo.report.days)} days; raw failures: {len(demo.report.raw_failed)}; {timings}; "
+          f"total {time.perf_counter() - started:.0f}s")
     print(f"Dagster history in {instance.root_directory}: `make dev` opens the UI.")
-    return 1 if len(report.raw_failed) == len(report.days) else 0
+    failed = any(c.status == "failed" for c in cycles) or len(demo.report.raw_failed) == len(demo.report.days)
+    return 1 if failed else 0
+
+
+def _print_table(rows: list[dict]) -> None:
+    if not rows:
+        return
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len("-" if r[c] is None else str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(f"{c:>{widths[c]}}" for c in columns))
+    for row in rows:
+        print("  ".join(f"{'-' if row[c] is None else row[c]!s:>{widths[c]}}" for c in columns))
+
+
+def _model_store():
+    from ml_assets.defs.resources import resources_for_environment
+
+    return resources_for_environment()["blob_store"].models()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ml_assets.serving.app import serve
+
+    serve(_model_store(), args.model, host=args.host, port=args.port, poll_interval=args.poll_interval)
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    pointer = _model_store().rollback(args.model, args.to, reason=args.reason)
+    print(f"{args.model}: champion is now v{pointer.version}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    store = _model_store()
+    pointer = store.champion(args.model)
+    print(f"{args.model}: champion v{pointer.version}; versions {store.versions(args.model)}")
+    for entry in store.history(args.model):
+        print(f"  {entry.get('at')}  {entry.get('action', 'promote'):8}  v{entry.get('previous')} -> "
+              f"v{entry.get('version')}  {'FORCED ' if entry.get('forced') else ''}{entry.get('reason')}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,18 +128,39 @@ def main(argv: list[str] | None = None) -> int:
     land.add_argument("--start", type=_date, required=True)
     land.add_argument("--end", type=_date, required=True)
     land.set_defaults(func=cmd_land)
-    demo = sub.add_parser("demo", help="land January 2013 and materialize raw -> clusters")
-    demo.add_argument("--start", type=_date, default=dt.date(2013, 1, 1))
-    demo.add_argument("--end", type=_date, default=dt.date(2013, 1, 31))
+    demo = sub.add_parser("demo", help="the main job: land month by month, materialize, train, gate, deploy, serve")
+    demo.add_argument("--first-month", type=_month, default=dt.date(2013, 1, 1), help="YYYY-MM")
+    demo.add_argument("--months", type=int, default=2, help="months landed one after another")
+    demo.add_argument("--data-only", action="store_true", help="stop after raw -> clusters")
     demo.set_defaults(func=cmd_demo)
+    serve = sub.add_parser("serve", help="serve the champion over the TensorFlow Serving REST API")
+    serve.add_argument("--model", default="flights")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8501)
+    serve.add_argument("--poll-interval", type=float, default=2.0, help="seconds between champion checks")
+    serve.set_defaults(func=cmd_serve)
+    rollback = sub.add_parser("rollback", help="move the champion pointer back to an earlier version")
+    rollback.add_argument("--model", default="flights")
+    rollback.add_argument("--to", type=int, required=True, help="version to serve again")
+    rollback.add_argument("--reason", required=True, help="why; kept in the history")
+    rollback.set_defaults(func=cmd_rollback)
+    history = sub.add_parser("history", help="versions, champion and promotion history of a model")
+    history.add_argument("--model", default="flights")
+    history.set_defaults(func=cmd_history)
     args = parser.parse_args(argv)
-    if args.end < args.start:
+    if args.command == "land" and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
     from ml_assets.spec import SpecError
+    from ml_assets.storage import BlobStoreError
 
     try:
         return args.func(args)
-    except SpecError as exc:
+    except (SpecError, BlobStoreError) as exc:
+        print(f"ml-assets: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        if args.command not in ("rollback", "history"):
+            raise
         print(f"ml-assets: {exc}", file=sys.stderr)
         return 2
 

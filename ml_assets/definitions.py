@@ -2,18 +2,22 @@
 
 import dagster as dg
 
-from ml_assets.defs.assets import clusters, features, raw
+from ml_assets.defs.assets import clusters, deployment, evaluation, features, raw, training
 from ml_assets.defs.automation import data_automation_sensor
-from ml_assets.defs.checks import data_quality
-from ml_assets.defs.jobs import feature_job, raw_job
+from ml_assets.defs.checks import data_quality, promotion
+from ml_assets.defs.jobs import feature_job, raw_job, training_job
 from ml_assets.defs.resources import resources_for_environment
 from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
+from ml_assets.defs.sensors.reports import training_report_on_failure, training_report_on_success
 
 defs = dg.Definitions(
-    assets=[*raw.raw_assets, *dg.load_assets_from_modules([features, clusters])],
-    asset_checks=dg.load_asset_checks_from_modules([data_quality]),
-    sensors=[landed_blobs_sensor, data_automation_sensor],
-    jobs=[raw_job, feature_job],
+    assets=[
+        *raw.raw_assets,
+        *dg.load_assets_from_modules([features, clusters, training, evaluation, deployment]),
+    ],
+    asset_checks=dg.load_asset_checks_from_modules([data_quality, promotion]),
+    sensors=[landed_blobs_sensor, data_automation_sensor, training_report_on_success, training_report_on_failure],
+    jobs=[raw_job, feature_job, training_job],
     resources=resources_for_environment(),
     # Steps of a run share one process and so one Spark session; the multiprocess default would
     # start a JVM per step. Scale out by pointing spark.master at a cluster instead.

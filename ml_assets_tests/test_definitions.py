@@ -24,6 +24,11 @@ def test_asset_graph_groups_and_lineage():
         "labels": "labels",
         "cluster_model": "clusters",
         "clusters": "clusters",
+        "training_set": "training",
+        "keras_candidate": "training",
+        "sklearn_candidate": "training",
+        "candidate_model": "training",
+        "deployed_model": "deployment",
     }
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
@@ -31,6 +36,9 @@ def test_asset_graph_groups_and_lineage():
     assert parents["labels"] == ["raw_flights", "raw_weather"]
     assert parents["cluster_model"] == ["features"]
     assert parents["clusters"] == ["cluster_model", "features"]
+    assert parents["training_set"] == ["clusters", "features", "labels"]
+    assert parents["candidate_model"] == ["keras_candidate", "sklearn_candidate", "training_set"]
+    assert parents["deployed_model"] == ["candidate_model"]
 
 
 def test_checks_are_blocking():
@@ -47,6 +55,7 @@ def test_checks_are_blocking():
         ("features", "features_schema"): True,
         ("features", "features_quality"): True,
         ("labels", "label_rate"): True,
+        ("candidate_model", "promotion_gate"): True,
     }
 
 
@@ -55,11 +64,13 @@ def test_sensors_jobs_and_automation():
     assert sensors == {
         "landed_blobs": dg.DefaultSensorStatus.RUNNING,
         "data_automation": dg.DefaultSensorStatus.RUNNING,
+        "training_report_on_success": dg.DefaultSensorStatus.RUNNING,
+        "training_report_on_failure": dg.DefaultSensorStatus.RUNNING,
     }
-    assert {j.name for j in defs.jobs} == {"raw_job", "feature_job"}
+    assert {j.name for j in defs.jobs} == {"raw_job", "feature_job", "training_job"}
     graph = defs.resolve_asset_graph()
     automated = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
-    assert automated == {"features", "labels"}
+    assert automated == {"features", "labels", "deployed_model"}
     for key in ("features", "labels", "clusters"):
         policy = graph.get(dg.AssetKey(key)).backfill_policy
         assert policy is not None and policy.max_partitions_per_run is None  # single run

@@ -15,3 +15,9 @@ feature_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("features", "labels"),
     description="Features and labels of the selected days in one Spark run.",
 )
+
+training_job = dg.define_asset_job(
+    "training_job",
+    selection=dg.AssetSelection.groups("training", "deployment"),
+    description="Train both candidates, evaluate them beside the champion, gate, and deploy.",
+)

@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 
 from ml_assets.resources.blob_store import BlobStoreResource
+from ml_assets.resources.email import EmailResource
 from ml_assets.resources.spark import LazySparkResource
 from ml_assets.resources.spark_io import SparkParquetIOManager
 
@@ -71,13 +72,33 @@ def azure_blob_store() -> BlobStoreResource:
     )
 
 
-def build_resources(blob_store: BlobStoreResource, spark: LazySparkResource | None = None) -> dict:
+def email_resource() -> EmailResource:
+    """SMTP when SMTP_HOST is set (credentials from SMTP_USER / SMTP_PASSWORD), else the outbox folder."""
+    settings: dict = {
+        "outbox_dir": _data_dir("outbox", "ML_ASSETS_OUTBOX_DIR"),
+        "sender": os.environ.get("ML_ASSETS_EMAIL_FROM", "ml-assets@localhost"),
+        "recipients": [r.strip() for r in os.environ.get("ML_ASSETS_EMAIL_TO", "ml-team@localhost").split(",") if r.strip()],
+    }
+    if os.environ.get("SMTP_HOST"):
+        settings |= {
+            "smtp_host": dg.EnvVar("SMTP_HOST"),
+            "smtp_port": int(os.environ.get("SMTP_PORT", "587")),
+            "smtp_starttls": os.environ.get("SMTP_STARTTLS", "true").lower() not in ("0", "false", "no"),
+        }
+        if os.environ.get("SMTP_USER"):
+            settings |= {"smtp_user": dg.EnvVar("SMTP_USER"), "smtp_password": dg.EnvVar("SMTP_PASSWORD")}
+    return EmailResource(**settings)
+
+
+def build_resources(blob_store: BlobStoreResource, spark: LazySparkResource | None = None,
+                    email: EmailResource | None = None) -> dict:
     """One shared instance per resource, so the IO manager and the assets see the same objects."""
     spark = spark or LazySparkResource(spark_config=spark_config())
     return {
         "blob_store": blob_store,
         "pyspark": spark,
         "spark_io": SparkParquetIOManager(blob_store=blob_store, pyspark=spark),
+        "email": email or email_resource(),
     }
 
 

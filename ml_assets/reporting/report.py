@@ -102,18 +102,19 @@ def _passed(value) -> str:
 def _verdict_table(rows: list[dict]) -> str:
     body = [
         [
+            str(row.get("rule", "")),
             str(row.get("metric", "")),
             str(row.get("slice") or "overall"),
             _number(row.get("candidate")),
             _number(row.get("champion")),
             _number(row.get("delta"), signed=True),
             _number(row.get("threshold")),
-            _passed(row.get("passed")),
+            _passed(row.get("passed")) + (f" ({row['note']})" if row.get("note") else ""),
         ]
         for row in rows
     ]
-    headers = ["metric", "slice", "candidate", "champion", "delta", "threshold", "result"]
-    return markdown_table(headers, body, numeric_from=2)
+    headers = ["rule", "metric", "slice", "candidate", "champion", "delta", "threshold", "result"]
+    return markdown_table(headers, body, numeric_from=3)
 
 
 def _metric_order(names) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -9,6 +10,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from ml_assets.storage import BlobStore, DatasetStore, LocalBlobStore
+from ml_assets.storage.model_store import ModelStore
 
 
 class BlobStoreResource(dg.ConfigurableResource):
@@ -35,6 +37,15 @@ class BlobStoreResource(dg.ConfigurableResource):
 
     def datasets(self) -> DatasetStore:
         return DatasetStore(self.blob_store(), Path(self.cache_dir).resolve())
+
+    def models(self) -> ModelStore:
+        return ModelStore(self.blob_store(), Path(self.cache_dir).resolve() / "models")
+
+    def put_json(self, key: str, document: dict) -> None:
+        self.blob_store().put(key, json.dumps(document, indent=2, sort_keys=True, default=str).encode())
+
+    def get_json(self, key: str) -> dict:
+        return json.loads(self.blob_store().get(key))
 
     def _build(self) -> BlobStore:
         if self.backend == "local":

