@@ -179,3 +179,17 @@ def test_forced_promotion_needs_a_reason_and_is_recorded(cycle, instance):
     message = _only_eml(outbox)
     assert "forced" in message["subject"]
     assert "INC-42: roll forward" in message.get_body(preferencelist=("plain",)).get_content()
+
+
+def test_failed_cycle_reports_where_it_failed(cycle, instance):
+    run, store, resources, outbox = cycle
+    result = dg.materialize(ALL_ASSETS, selection=[*TRAINING, "deployed_model"], resources=resources,
+                            instance=instance, raise_on_error=False,
+                            run_config={"ops": {"training_set": {"config": {"as_of": "2013-01-03"}}}})
+    assert not result.success
+    send_cycle_report(instance, result.run_id, resources["blob_store"], resources["email"])
+    message = _only_eml(outbox)
+    assert "FAILED at training_set" in message["subject"]
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    assert "labelled day(s) in the training window" in text
+    assert store.models().versions(MODEL_NAME) == []
