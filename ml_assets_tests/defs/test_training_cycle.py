@@ -98,6 +98,7 @@ def test_first_cycle_deploys_and_reports(cycle, instance):
     assert "skipped: no champion yet" in gate.metadata["verdict"].value
     manifest = models.get(MODEL_NAME, deployed["version"].value).manifest
     assert manifest["data_window"]["holdout_days"] == DAYS[-7:]
+    assert manifest["metrics"]["holdout"]["roc_auc"] > 0.5
     assert set(manifest["files"]) and manifest["code_version"]
 
     where = send_cycle_report(instance, result.run_id, resources["blob_store"], resources["email"])

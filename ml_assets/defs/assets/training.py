@@ -11,7 +11,7 @@ from pydantic import Field
 from ml_assets.defs.assets.clusters import clusters
 from ml_assets.defs.assets.features import features, labels
 from ml_assets.defs.dataset import SPEC
-from ml_assets.ml.training_set import SPLIT_COLUMN, TRAIN, choose_window, labelled_examples
+from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN, choose_window, labelled_examples
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
 from ml_assets.versioning import code_version
@@ -70,15 +70,23 @@ class SklearnConfig(dg.Config):
     seed: int = Field(13, description="Seed for the early-stopping split")
 
 
-def _train_frame(training: SparkDataFrame):
-    examples = training.where(f"{SPLIT_COLUMN} = '{TRAIN}'").toPandas()
+def _split(training: SparkDataFrame, split: str):
+    examples = training.where(f"{SPLIT_COLUMN} = '{split}'").toPandas()
     if examples.empty:
-        raise dg.Failure("the training split has no rows")
+        raise dg.Failure(f"the {split} split has no rows")
     return examples
 
 
+def _holdout_metrics(model, training: SparkDataFrame) -> dict:
+    from ml_assets.ml.evaluation import compute_metrics
+
+    holdout = _split(training, HOLDOUT)
+    return compute_metrics(holdout[SPEC.label.name].to_numpy(), model.predict_proba(holdout),
+                           threshold=SPEC.promotion.decision_threshold).as_dict()
+
+
 def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, model, flavor: str,
-             params: dict, seconds: float, rows: int) -> dg.MaterializeResult:
+             params: dict, seconds: float, rows: int, metrics: dict) -> dg.MaterializeResult:
     from ml_assets.ml.models import save_model
 
     window = context.instance.get_latest_materialization_event(training_set.key)
@@ -95,6 +103,7 @@ def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, m
                 "train_days": window_meta["train_days"].value if "train_days" in window_meta else None,
                 "holdout_days": window_meta["holdout_days"].value if "holdout_days" in window_meta else None,
             },
+            "metrics": {"holdout": metrics},
             "code_version": code_version(),
             "params": params,
             "train_rows": rows,
@@ -105,6 +114,7 @@ def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, m
         "model": MODEL_NAME, "version": version.version, "flavor": flavor,
         "train_rows": rows, "train_seconds": round(seconds, 2), "size_bytes": size,
         "params": dg.MetadataValue.json(params),
+        **{f"holdout_{name}": value for name, value in metrics.items() if isinstance(value, float)},
     })
 
 
@@ -114,14 +124,15 @@ def keras_candidate(context: dg.AssetExecutionContext, config: KerasConfig, trai
     """A Keras network with its preprocessing inside, saved as a TF Serving SavedModel."""
     from ml_assets.ml.models import FeatureColumns, KerasParams, train_keras
 
-    examples = _train_frame(training_set)
+    examples = _split(training_set, TRAIN)
     params = KerasParams(hidden_units=tuple(config.hidden_units), epochs=config.epochs,
                          batch_size=config.batch_size, learning_rate=config.learning_rate)
     started = time.perf_counter()
     model = train_keras(examples, examples[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
                         params, config.seed)
-    return _publish(context, blob_store, model, "keras",
-                    {**asdict(params), "seed": config.seed}, time.perf_counter() - started, len(examples))
+    seconds = time.perf_counter() - started
+    return _publish(context, blob_store, model, "keras", {**asdict(params), "seed": config.seed}, seconds,
+                    len(examples), _holdout_metrics(model, training_set))
 
 
 @dg.asset(group_name=TRAINING_GROUP, kinds={"scikitlearn"}, code_version="1")
@@ -130,11 +141,12 @@ def sklearn_candidate(context: dg.AssetExecutionContext, config: SklearnConfig, 
     """A histogram gradient-boosting pipeline with its encoders inside, saved with skops."""
     from ml_assets.ml.models import FeatureColumns, SklearnParams, train_sklearn
 
-    examples = _train_frame(training_set)
+    examples = _split(training_set, TRAIN)
     params = SklearnParams(max_iter=config.max_iter, learning_rate=config.learning_rate,
                            max_leaf_nodes=config.max_leaf_nodes, l2_regularization=config.l2_regularization)
     started = time.perf_counter()
     model = train_sklearn(examples, examples[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
                           params, config.seed)
-    return _publish(context, blob_store, model, "sklearn",
-                    {**asdict(params), "seed": config.seed}, time.perf_counter() - started, len(examples))
+    seconds = time.perf_counter() - started
+    return _publish(context, blob_store, model, "sklearn", {**asdict(params), "seed": config.seed}, seconds,
+                    len(examples), _holdout_metrics(model, training_set))
