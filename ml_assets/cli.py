@@ -55,7 +55,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             if not args.data_only:
                 cycles.append(demo.training_cycle(last.isoformat()))
         probe = demo.probe_serving() if cycles else None
-        rows = summary_rows(instance, demo.report.days)
+        rows = summary_rows(defs.resources["blob_store"].datasets(), demo.report.days)
     _print_table(rows)
     if cycles:
         print()

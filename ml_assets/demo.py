@@ -18,6 +18,7 @@ from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
 from ml_assets.examples import load_example
 from ml_assets.landing import days_between, land
+from ml_assets.storage import DatasetStore
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -203,30 +204,10 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
-def summary_rows(instance: dg.DagsterInstance, days: list[str]) -> list[dict]:
-    """Per day: rows stored by each daily asset, from the latest materialization metadata."""
-    rows = []
-    keys = [*(raw_asset_key(s) for s in SPEC.sources), dg.AssetKey("features"),
-            dg.AssetKey("labels"), dg.AssetKey("clusters")]
-    latest = {key: _rows_by_partition(instance, key) for key in keys}
-    for day in days:
-        rows.append({"day": day, **{key.to_user_string(): latest[key].get(day) for key in keys}})
-    return rows
-
-
-def _rows_by_partition(instance: dg.DagsterInstance, key: dg.AssetKey) -> dict[str, int]:
-    found: dict[str, int] = {}
-    records = instance.fetch_materializations(key, limit=2000).records
-    for record in reversed(records):
-        materialization = record.asset_materialization
-        if materialization is None:
-            continue
-        metadata = materialization.metadata
-        if "rows_per_partition" in metadata:
-            found.update(metadata["rows_per_partition"].value)
-        elif "rows" in metadata and materialization.partition:
-            found[materialization.partition] = metadata["rows"].value
-    return found
+def summary_rows(datasets: DatasetStore, days: list[str]) -> list[dict]:
+    """Per day: rows stored by each daily asset, read from the stored tables."""
+    tables = [*(raw_asset_key(s).to_user_string() for s in SPEC.sources), "features", "labels", "clusters"]
+    return [{"day": day, **{table: datasets.row_count(table, day) for table in tables}} for day in days]
 
 
 def month_bounds(first_month: dt.date, offset: int) -> tuple[dt.date, dt.date]:

@@ -88,6 +88,15 @@ class DatasetStore:
             str(self.blobs.local_dir(self.require(table, p).prefix, self.cache_dir)) for p in partitions
         ]
 
+    def row_count(self, table: str, partition: str) -> int | None:
+        """Rows in the live version of a partition, from Parquet footers; None if it has none."""
+        import pyarrow.parquet as pq
+
+        if self.current(table, partition) is None:
+            return None
+        (path,) = self.local_paths(table, [partition])
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(Path(path).rglob("*.parquet")))
+
     def partitions(self, table: str) -> list[str]:
         """Partitions of table that have a live version."""
         found = []

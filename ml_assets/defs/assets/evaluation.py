@@ -62,9 +62,9 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         raise dg.Failure("the holdout split has no rows")
     store = blob_store.models()
     champion = store.champion(MODEL_NAME).version
-    contenders = {
-        f"keras v{v}": v for v in [latest_version(context.instance, keras_candidate.key)]
-    } | {f"sklearn v{v}": v for v in [latest_version(context.instance, sklearn_candidate.key)]}
+    keras_version = latest_version(context.instance, keras_candidate.key)
+    sklearn_version = latest_version(context.instance, sklearn_candidate.key)
+    contenders = {f"keras v{keras_version}": keras_version, f"sklearn v{sklearn_version}": sklearn_version}
     if champion is not None:
         contenders[f"champion v{champion}"] = champion
     y = holdout[SPEC.label.name].to_numpy()
