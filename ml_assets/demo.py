@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import socket
-import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -148,6 +145,7 @@ class Demo:
         from ml_assets.ml.models import FeatureColumns, load_model
         from ml_assets.serving.app import create_app
         from ml_assets.serving.registry import ModelRegistry
+        from ml_assets.serving.threaded import running_in_thread
 
         blob_store = self.resources["blob_store"]
         store = blob_store.models()
@@ -160,7 +158,7 @@ class Demo:
         manifest = store.get(MODEL_NAME, champion).manifest
         batch = load_model(store.fetch(MODEL_NAME, champion), manifest["flavor"],
                            FeatureColumns(**manifest["columns"])).predict_proba(records)
-        with running_server(create_app(ModelRegistry(store, MODEL_NAME))) as url:
+        with running_in_thread(create_app(ModelRegistry(store, MODEL_NAME))) as url:
             latencies = []
             served = []
             for record in records:
@@ -216,29 +214,6 @@ def month_bounds(first_month: dt.date, offset: int) -> tuple[dt.date, dt.date]:
     first = dt.date(index // 12, index % 12 + 1, 1)
     following = dt.date((index + 1) // 12, (index + 1) % 12 + 1, 1)
     return first, following - dt.timedelta(days=1)
-
-
-@contextlib.contextmanager
-def running_server(app, host: str = "127.0.0.1"):
-    """Run an ASGI app with uvicorn on a free loopback port in a thread; yields its base URL."""
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind((host, 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the model server did not start on {host}:{port}")
-        time.sleep(0.05)
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def _post_json(url: str, body: dict) -> dict:

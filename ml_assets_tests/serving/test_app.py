@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import json
 import random
-import socket
 import threading
 import time
 import uuid
@@ -21,7 +20,6 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 
 from ml_assets.ml.models import (
     FeatureColumns,
@@ -33,6 +31,7 @@ from ml_assets.ml.models import (
     train_sklearn,
 )
 from ml_assets.serving import ModelRegistry, create_app
+from ml_assets.serving.threaded import running_in_thread
 from ml_assets.storage import LocalBlobStore
 from ml_assets.storage.model_store import ModelStore
 from ml_assets_tests.serving.flights import feature_names, flights_features, records
@@ -97,41 +96,10 @@ def promote_to(store: ModelStore, version: int) -> None:
     store.promote(NAME, version, expected=store.champion(NAME).version, reason="test")
 
 
-def free_port() -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.contextmanager
-def running(app) -> Iterator[str]:
-    """Serve `app` with uvicorn on a free loopback port in a thread; yield its base URL."""
-    sock = free_port()
-    port = sock.getsockname()[1]
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, loop="asyncio", access_log=False, log_level="warning"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert thread.is_alive(), "the server thread died while starting"
-        assert time.monotonic() < deadline, "the server did not start in 120 s"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
-
-
 @contextlib.contextmanager
 def serving(store: ModelStore, **kw) -> Iterator[tuple[httpx.Client, ModelRegistry]]:
     registry = ModelRegistry(store, NAME)
-    with running(create_app(registry, **kw)) as url, httpx.Client(base_url=url, timeout=60) as c:
+    with running_in_thread(create_app(registry, **kw)) as url, httpx.Client(base_url=url, timeout=60) as c:
         yield c, registry
 
 

@@ -118,35 +118,35 @@ def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, m
     })
 
 
+def _train_and_publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource,
+                       training_set: SparkDataFrame, flavor: str, trainer, params, seed: int) -> dg.MaterializeResult:
+    from ml_assets.ml.models import FeatureColumns
+
+    examples = _split(training_set, TRAIN)
+    started = time.perf_counter()
+    model = trainer(examples, examples[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC), params, seed)
+    seconds = time.perf_counter() - started
+    return _publish(context, blob_store, model, flavor, {**asdict(params), "seed": seed}, seconds,
+                    len(examples), _holdout_metrics(model, training_set))
+
+
 @dg.asset(group_name=TRAINING_GROUP, kinds={"tensorflow"}, code_version="1")
 def keras_candidate(context: dg.AssetExecutionContext, config: KerasConfig, training_set: SparkDataFrame,
                     blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """A Keras network with its preprocessing inside, saved as a TF Serving SavedModel."""
-    from ml_assets.ml.models import FeatureColumns, KerasParams, train_keras
+    from ml_assets.ml.models import KerasParams, train_keras
 
-    examples = _split(training_set, TRAIN)
     params = KerasParams(hidden_units=tuple(config.hidden_units), epochs=config.epochs,
                          batch_size=config.batch_size, learning_rate=config.learning_rate)
-    started = time.perf_counter()
-    model = train_keras(examples, examples[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
-                        params, config.seed)
-    seconds = time.perf_counter() - started
-    return _publish(context, blob_store, model, "keras", {**asdict(params), "seed": config.seed}, seconds,
-                    len(examples), _holdout_metrics(model, training_set))
+    return _train_and_publish(context, blob_store, training_set, "keras", train_keras, params, config.seed)
 
 
 @dg.asset(group_name=TRAINING_GROUP, kinds={"scikitlearn"}, code_version="1")
 def sklearn_candidate(context: dg.AssetExecutionContext, config: SklearnConfig, training_set: SparkDataFrame,
                       blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """A histogram gradient-boosting pipeline with its encoders inside, saved with skops."""
-    from ml_assets.ml.models import FeatureColumns, SklearnParams, train_sklearn
+    from ml_assets.ml.models import SklearnParams, train_sklearn
 
-    examples = _split(training_set, TRAIN)
     params = SklearnParams(max_iter=config.max_iter, learning_rate=config.learning_rate,
                            max_leaf_nodes=config.max_leaf_nodes, l2_regularization=config.l2_regularization)
-    started = time.perf_counter()
-    model = train_sklearn(examples, examples[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
-                          params, config.seed)
-    seconds = time.perf_counter() - started
-    return _publish(context, blob_store, model, "sklearn", {**asdict(params), "seed": config.seed}, seconds,
-                    len(examples), _holdout_metrics(model, training_set))
+    return _train_and_publish(context, blob_store, training_set, "sklearn", train_sklearn, params, config.seed)

@@ -1,0 +1,41 @@
+"""Run an ASGI app with uvicorn in a background thread on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def running_in_thread(app, host: str = "127.0.0.1", start_timeout: float = 120.0) -> Iterator[str]:
+    """Serve `app` until the block exits; yields its base URL.
+
+    The listening socket is bound before uvicorn starts and handed to it, so no other process
+    can take the port in between.
+    """
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, host=host, port=port, loop="asyncio", access_log=False, log_level="warning")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + start_timeout
+    try:
+        while not server.started:
+            if not thread.is_alive():
+                raise RuntimeError(f"the server thread on {host}:{port} died while starting")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {host}:{port} did not start in {start_timeout:.0f} s")
+            time.sleep(0.02)
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
