@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import re
 import smtplib
 import ssl
-import tempfile
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 from pathlib import Path
+
+from ml_assets.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +106,5 @@ class Mailer:
             counter += 1
             target = self.outbox_dir / f"{stem}-{counter}.eml"
         data = message.as_bytes()
-        fd, temp = tempfile.mkstemp(dir=self.outbox_dir, prefix=".tmp-", suffix=".eml")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, lambda handle: handle.write(data), suffix=".eml")
         return target

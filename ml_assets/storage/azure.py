@@ -141,17 +141,22 @@ class AzureBlobStore(BlobStore):
     # -- writes -----------------------------------------------------------------------------
 
     def put(self, key: str, data: bytes) -> BlobInfo:
+        with self._errors("write", key, reading=False):
+            return self._upload(key, data)
+
+    def _upload(self, key: str, data: bytes, **condition: Any) -> BlobInfo:
+        """One upload with the sha256 in its metadata, under an optional match condition."""
         blob = self.container.get_blob_client(validate_key(key))
         digest = sha256_hex(data)
-        with self._errors("write", key, reading=False):
-            # Above max_single_put_size the SDK stages blocks and commits them with the
-            # metadata in one Put Block List, so the replace stays atomic either way.
-            result = blob.upload_blob(
-                data,
-                overwrite=True,
-                metadata={_SHA_KEY: digest},
-                max_concurrency=self.max_concurrency,
-            )
+        # Above max_single_put_size the SDK stages blocks and commits them with the
+        # metadata in one Put Block List, so the replace stays atomic either way.
+        result = blob.upload_blob(
+            data,
+            overwrite=True,
+            metadata={_SHA_KEY: digest},
+            max_concurrency=self.max_concurrency,
+            **condition,
+        )
         return BlobInfo(
             key=key,
             size=len(data),
@@ -166,21 +171,13 @@ class AzureBlobStore(BlobStore):
         The service checks the condition and replaces the blob in one step, so this is a true
         compare-and-swap; the sha256 metadata is set in the same write, as in `put`.
         """
-        blob = self.container.get_blob_client(validate_key(key))
-        digest = sha256_hex(data)
         if etag is None:
             condition: dict[str, Any] = {"match_condition": MatchConditions.IfMissing}
         else:
             condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         with self._errors("write", key, reading=False):
             try:
-                result = blob.upload_blob(
-                    data,
-                    overwrite=True,
-                    metadata={_SHA_KEY: digest},
-                    max_concurrency=self.max_concurrency,
-                    **condition,
-                )
+                return self._upload(key, data, **condition)
             except (ResourceExistsError, ResourceModifiedError) as exc:
                 # 409 BlobAlreadyExists for If-None-Match: *, 412 ConditionNotMet for If-Match.
                 raise BlobConflictError(self._conflict_message(key, etag, exc)) from exc
@@ -189,13 +186,6 @@ class AzureBlobStore(BlobStore):
                     raise
                 # If-Match on a blob that was deleted meanwhile.
                 raise BlobConflictError(self._conflict_message(key, etag, exc)) from exc
-        return BlobInfo(
-            key=key,
-            size=len(data),
-            sha256=digest,
-            last_modified=_ts(result),
-            etag=result.get("etag"),
-        )
 
     def _conflict_message(self, key: str, etag: str | None, exc: AzureError) -> str:
         if etag is None:

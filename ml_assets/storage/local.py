@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -14,6 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
+from ml_assets.fileio import atomic_write, exclusive_lock
 from ml_assets.storage.base import (
     BlobConflictError,
     BlobInfo,
@@ -64,17 +64,7 @@ class LocalBlobStore(BlobStore):
         return self.root / _SIDECAR_DIR / (key + ".json")
 
     def _atomic_write(self, target: Path, write) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                write(handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(target, write, prefix=_TMP_PREFIX)
 
     @contextmanager
     def _locked(self, key: str) -> Iterator[None]:
@@ -87,17 +77,8 @@ class LocalBlobStore(BlobStore):
         would pile up forever; a stripe only costs rare, short waits between unrelated keys.
         """
         stripe = int.from_bytes(hashlib.sha256(key.encode()).digest()[:4]) % _LOCK_STRIPES
-        lock_path = self.root / _LOCK_DIR / f"{stripe:03d}.lock"
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except FileNotFoundError:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.root / _LOCK_DIR / f"{stripe:03d}.lock"):
             yield
-        finally:
-            os.close(fd)  # releases the lock
 
     def _write_sidecar(self, key: str, digest: str, stat: os.stat_result) -> None:
         payload = json.dumps(

@@ -27,7 +27,6 @@ history of every promotion and rollback.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -42,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from ml_assets.fileio import exclusive_lock
 from ml_assets.storage.base import (
     BlobConflictError,
     BlobNotFoundError,
@@ -364,14 +364,8 @@ class ModelStore:
     @contextmanager
     def _cache_lock(self, name: str, version: int) -> Iterator[None]:
         """One fetch of a version at a time into this cache, across threads and processes."""
-        lock_path = self.cache_dir / name / f".{version}.lock"
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.cache_dir / name / f".{version}.lock"):
             yield
-        finally:
-            os.close(fd)
 
     # -- champion ---------------------------------------------------------------------------
 
