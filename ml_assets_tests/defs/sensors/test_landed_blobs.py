@@ -59,7 +59,7 @@ def test_relanded_day_requests_only_the_changed_source(three_days, instance):
     first = _tick(three_days, instance)
     blobs = three_days.blob_store()
     key = "raw/weather/date=2013-01-02/weather.csv"
-    blobs.put(key, blobs.get(key).replace(b",EWR,", b",EWR,", 1) + b"")  # identical bytes
+    blobs.put(key, blobs.get(key))  # re-landed with identical bytes
     assert not _tick(three_days, instance, cursor=first.cursor).run_requests
 
     header, *rows = blobs.get(key).decode().splitlines()
