@@ -15,7 +15,6 @@ from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
 from ml_assets.examples import load_example
 from ml_assets.landing import days_between, land
-from ml_assets.storage import DatasetStore
 
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
@@ -43,6 +42,17 @@ class CycleOutcome:
     seconds: float
 
 
+@dataclass
+class TimelineRow:
+    day: str
+    drift: str = "-"
+    live: str = "-"
+    action: str = "-"
+    verdict: str = "-"
+    champion: int | None = None
+    seconds_to_serving: float | None = None
+
+
 def contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
     """Sorted day keys grouped into runs of consecutive days."""
     ranges: list[tuple[str, str]] = []
@@ -64,10 +74,17 @@ class Demo:
         self.job = defs.resolve_implicit_global_asset_job_def()
         self.report = DemoReport()
         self.sensor_cursor: str | None = None
+        self.sensor_cursors: dict[str, str | None] = {}
+        self.cycles: list[CycleOutcome] = []
+        self.serving_url: str | None = None
         self._frames = None
 
-    def land_and_materialize(self, start: dt.date, end: dt.date) -> None:
-        """Land [start, end], then raw (per day, as the sensor requests), features, labels, clusters."""
+    def land_and_materialize(self, start: dt.date, end: dt.date, refit_clusters: bool = True) -> list[str]:
+        """Land [start, end], then raw (per day, as the sensor requests), features, labels, clusters.
+
+        Returns the days whose raw data passed its checks. Without ``refit_clusters`` the existing
+        cluster model assigns the new days only (it is fitted anyway when there is none yet).
+        """
         store = self.resources["blob_store"].blob_store()
         days = [d.isoformat() for d in days_between(start, end)]
         self.report.days += days
@@ -103,25 +120,29 @@ class Demo:
             self._run_range(["features", "labels"], first, last)
         self._add_seconds("features_labels", began)
 
-        # A refitted cluster model reassigns every day, so that slices stay comparable across days.
         began = time.perf_counter()
-        result = self.job.execute_in_process(run_config=QUIET, instance=self.instance,
-                                             asset_selection=[dg.AssetKey("cluster_model")])
-        _raise_unless(result, "cluster_model")
-        featured = self.resources["blob_store"].datasets().partitions("features")
-        for first, last in contiguous_ranges(featured):
+        if refit_clusters or self.instance.get_latest_materialization_event(dg.AssetKey("cluster_model")) is None:
+            # A refitted cluster model reassigns every day, so that slices stay comparable across days.
+            result = self.job.execute_in_process(run_config=QUIET, instance=self.instance,
+                                                 asset_selection=[dg.AssetKey("cluster_model")])
+            _raise_unless(result, "cluster_model")
+            to_assign = self.resources["blob_store"].datasets().partitions("features")
+        else:
+            to_assign = ok_days
+        for first, last in contiguous_ranges(to_assign):
             self._run_range(["clusters"], first, last)
         self._add_seconds("clusters", began)
+        return ok_days
 
-    def training_cycle(self, as_of: str) -> CycleOutcome:
+    def training_cycle(self, as_of: str, run_config: dict | None = None, tags: dict | None = None) -> CycleOutcome:
         """Train, evaluate, gate and deploy as one run, then email the report (as the sensors would)."""
         from ml_assets.defs.assets.training import MODEL_NAME
         from ml_assets.defs.sensors.reports import compose_cycle_report, send_cycle_report
 
         began = time.perf_counter()
+        run_config = run_config or {"ops": {"training_set": {"config": {"as_of": as_of}}}}
         result = self.defs.resolve_job_def("training_job").execute_in_process(
-            run_config={**QUIET, "ops": {"training_set": {"config": {"as_of": as_of}}}},
-            instance=self.instance, raise_on_error=False,
+            run_config={**QUIET, **run_config}, instance=self.instance, raise_on_error=False, tags=tags,
         )
         blob_store = self.resources["blob_store"]
         report = compose_cycle_report(self.instance, result.run_id, blob_store)
@@ -138,6 +159,121 @@ class Demo:
         self.log(f"training cycle as of {as_of}: {outcome.status}; candidate {outcome.candidate}; "
                  f"champion now v{outcome.champion_after}; {outcome.verdict}")
         return outcome
+
+    # --- the continuous-training loop ------------------------------------------------------
+
+    def run_loop(self, start: dt.date, end: dt.date, step_days: int = 7, on_row=None) -> list[TimelineRow]:
+        """Land [start, end] `step_days` at a time; judge every day, tick the retraining sensors after it,
+        run what they request, and serve the champion over HTTP throughout (hot-swapped on deploy)."""
+        from ml_assets.defs.assets.training import MODEL_NAME
+        from ml_assets.serving.app import create_app
+        from ml_assets.serving.registry import ModelRegistry
+        from ml_assets.serving.threaded import running_in_thread
+
+        rows: list[TimelineRow] = []
+        store = self.resources["blob_store"].models()
+        with running_in_thread(create_app(ModelRegistry(store, MODEL_NAME), poll_interval=0.2)) as url:
+            self.serving_url = url
+            batch_start = start
+            while batch_start <= end:
+                batch_end = min(batch_start + dt.timedelta(days=step_days - 1), end)
+                landed_at = time.perf_counter()
+                ok_days = set(self.land_and_materialize(batch_start, batch_end, refit_clusters=False))
+                for day in days_between(batch_start, batch_end):
+                    row = self.judge_day(day.isoformat(), landed_at, ok=day.isoformat() in ok_days)
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
+                batch_start = batch_end + dt.timedelta(days=1)
+        return rows
+
+    def judge_day(self, day: str, landed_at: float, ok: bool = True) -> TimelineRow:
+        """Drift of `day`, live performance of the day whose labels just settled, then the sensors."""
+        from ml_assets.defs.assets.training import MODEL_NAME
+        from ml_assets.defs.dataset import SPEC
+
+        row = TimelineRow(day=day)
+        blob_store = self.resources["blob_store"]
+        champion = blob_store.models().champion(MODEL_NAME).version
+        began = time.perf_counter()
+        if not ok:
+            row.action = "raw data failed its checks: " + self.report.raw_failed.get(day, "?")[:60]
+        elif champion is not None:
+            self._ensure_reference(champion)
+            drift = self._run_partition("feature_drift", day)
+            if drift is not None:
+                row.drift = str(drift["summary"].value).split(" (")[0] + f" ({drift['drifted_share'].value:.0%})"
+            settled = (dt.date.fromisoformat(day) - dt.timedelta(days=SPEC.monitoring.performance.label_lag_days))
+            labelled = set(blob_store.datasets().partitions("labels"))
+            if settled.isoformat() in labelled and day in labelled:
+                live = self._run_partition("live_performance", settled.isoformat())
+                if live is not None and live["judged"].value:
+                    row.live = f"{settled.strftime('%m-%d')} {live['live'].value:.3f} ({-live['drop'].value:+.3f})"
+        self._add_seconds("monitoring", began)
+        self._tick_retraining(row, landed_at)
+        row.champion = blob_store.models().champion(MODEL_NAME).version
+        return row
+
+    def _ensure_reference(self, champion: int) -> None:
+        event = self.instance.get_latest_materialization_event(dg.AssetKey("reference_stats"))
+        if event is None or event.asset_materialization.metadata["champion_version"].value != champion:
+            result = self.job.execute_in_process(run_config=QUIET, instance=self.instance,
+                                                 asset_selection=[dg.AssetKey("reference_stats")])
+            _raise_unless(result, "reference_stats")
+
+    def _run_partition(self, asset: str, day: str):
+        result = self.job.execute_in_process(run_config=QUIET, instance=self.instance, partition_key=day,
+                                             asset_selection=[dg.AssetKey(asset)], raise_on_error=False)
+        if not result.success:
+            self.log(f"  {asset} {day} failed: {_failure_message(result)}")
+            return None
+        (materialization,) = result.asset_materializations_for_node(asset)
+        return materialization.metadata
+
+    def _tick_retraining(self, row: TimelineRow, landed_at: float) -> None:
+        from ml_assets.defs.sensors.retraining import (
+            TRIGGER_TAG,
+            retrain_on_drift_sensor,
+            retrain_on_performance_sensor,
+        )
+
+        requests, skips = [], []
+        for sensor in (retrain_on_drift_sensor, retrain_on_performance_sensor):
+            with dg.build_sensor_context(instance=self.instance, resources=self.resources, definitions=self.defs,
+                                         cursor=self.sensor_cursors.get(sensor.name)) as context:
+                tick = sensor(context)
+            self.sensor_cursors[sensor.name] = tick.cursor
+            if tick.run_requests:
+                requests += tick.run_requests
+            elif tick.skip_reason:
+                skips.append(tick.skip_reason.skip_message)
+            if requests:
+                break  # one retrain per day; the other sensor sees it (and its cooldown) on the next tick
+        if not requests:
+            return
+        request = requests[0]
+        row.action = f"retrain ({request.tags[TRIGGER_TAG]}, as of {request.tags['ml_assets/as_of']})"
+        outcome = self.training_cycle(request.tags["ml_assets/as_of"], run_config=request.run_config,
+                                      tags=request.tags)
+        row.verdict = {"deployed": f"passed: deployed v{outcome.deployed_version}",
+                       "kept_champion": "failed: kept champion", "failed": "run failed"}[outcome.status]
+        row.verdict += f" - {outcome.verdict}"[:160]
+        if outcome.deployed_version is not None:
+            self._ensure_reference(outcome.deployed_version)
+            row.seconds_to_serving = self._wait_until_served(outcome.deployed_version, landed_at)
+        self.cycles.append(outcome)
+
+    def _wait_until_served(self, version: int, since: float, timeout: float = 60.0) -> float:
+        from ml_assets.defs.assets.training import MODEL_NAME
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(f"{self.serving_url}/v1/models/{MODEL_NAME}", timeout=10) as response:
+                status = json.loads(response.read())["model_version_status"]
+            if any(int(s["version"]) == version and s["state"] == "AVAILABLE" for s in status):
+                return time.perf_counter() - since
+            time.sleep(0.05)
+        raise RuntimeError(f"the server did not pick up v{version} within {timeout:.0f} s")
 
     def probe_serving(self, rows: int = 50) -> dict:
         """Serve the champion over HTTP, predict sample holdout rows, compare with batch scoring."""
@@ -200,20 +336,6 @@ def _failure_message(result: dg.ExecuteInProcessResult) -> str:
                 return user_failure.description
             return event.step_failure_data.error.message.strip().splitlines()[0]
     return "run failed"
-
-
-def summary_rows(datasets: DatasetStore, days: list[str]) -> list[dict]:
-    """Per day: rows stored by each daily asset, read from the stored tables."""
-    tables = [*(raw_asset_key(s).to_user_string() for s in SPEC.sources), "features", "labels", "clusters"]
-    return [{"day": day, **{table: datasets.row_count(table, day) for table in tables}} for day in days]
-
-
-def month_bounds(first_month: dt.date, offset: int) -> tuple[dt.date, dt.date]:
-    """First and last day of the month `offset` months after first_month."""
-    index = first_month.year * 12 + first_month.month - 1 + offset
-    first = dt.date(index // 12, index % 12 + 1, 1)
-    following = dt.date((index + 1) // 12, (index + 1) % 12 + 1, 1)
-    return first, following - dt.timedelta(days=1)
 
 
 def _post_json(url: str, body: dict) -> dict:

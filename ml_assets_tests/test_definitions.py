@@ -29,6 +29,9 @@ def test_asset_graph_groups_and_lineage():
         "sklearn_candidate": "training",
         "candidate_model": "training",
         "deployed_model": "deployment",
+        "reference_stats": "monitoring",
+        "feature_drift": "monitoring",
+        "live_performance": "monitoring",
     }
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
@@ -39,6 +42,9 @@ def test_asset_graph_groups_and_lineage():
     assert parents["training_set"] == ["clusters", "features", "labels"]
     assert parents["candidate_model"] == ["keras_candidate", "sklearn_candidate", "training_set"]
     assert parents["deployed_model"] == ["candidate_model"]
+    assert parents["reference_stats"] == ["deployed_model"]
+    assert parents["feature_drift"] == ["features", "reference_stats"]
+    assert parents["live_performance"] == ["deployed_model", "features", "labels"]
 
 
 def test_checks_are_blocking():
@@ -64,13 +70,18 @@ def test_sensors_jobs_and_automation():
     assert sensors == {
         "landed_blobs": dg.DefaultSensorStatus.RUNNING,
         "data_automation": dg.DefaultSensorStatus.RUNNING,
+        "retrain_on_drift": dg.DefaultSensorStatus.RUNNING,
+        "retrain_on_performance": dg.DefaultSensorStatus.RUNNING,
+        "freshness_alerts": dg.DefaultSensorStatus.RUNNING,
         "training_report_on_success": dg.DefaultSensorStatus.RUNNING,
         "training_report_on_failure": dg.DefaultSensorStatus.RUNNING,
     }
     assert {j.name for j in defs.jobs} == {"raw_job", "feature_job", "training_job"}
+    # The cron fallback is off unless the spec sets monitoring.retraining.fallback_cron.
+    assert {s.name: s.default_status for s in defs.schedules} == {"retrain_fallback": dg.DefaultScheduleStatus.STOPPED}
     graph = defs.resolve_asset_graph()
     automated = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
-    assert automated == {"features", "labels", "deployed_model"}
+    assert automated == {"features", "labels", "deployed_model", "reference_stats", "feature_drift", "live_performance"}
     for key in ("features", "labels", "clusters"):
         policy = graph.get(dg.AssetKey(key)).backfill_policy
         assert policy is not None and policy.max_partitions_per_run is None  # single run

@@ -18,3 +18,16 @@ data_automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
 )
+
+
+def on_day_changed_ignoring(*ignored: dg.AssetsDefinition) -> dg.AutomationCondition:
+    """on_upstream_day_changed, except that updates of the ``ignored`` (unpartitioned) deps do not
+    rebuild every day: a new champion judges the days that come after it, not all of history."""
+    selection = dg.AssetSelection.assets(*ignored)
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(selection).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    ).with_label("the day's data landed or changed, and its checks passed")

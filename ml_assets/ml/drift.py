@@ -80,7 +80,8 @@ import datetime as dt
 import io
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -371,6 +372,7 @@ class FeatureDrift:
     null_rate_reference: float = 0.0
     null_rate_current: float = 0.0
     note: str = ""
+    counted: bool = True  # False: reported, but left out of the drifted share
 
     @property
     def value(self) -> float | None:
@@ -393,8 +395,8 @@ DEFAULT_THRESHOLDS = DriftThresholds()
 
 @dataclass(frozen=True)
 class DriftReport:
-    """Every reference feature in reference order. ``drifted_share`` is over all of them (features
-    not judged count as not drifted, as Evidently's ``drift_share`` counts every column);
+    """Every reference feature in reference order. ``drifted_share`` is over the counted ones
+    (features not judged count as not drifted, as Evidently's ``drift_share`` counts every column);
     ``n_current`` counts the current rows, nulls included."""
 
     features: list[FeatureDrift]
@@ -404,7 +406,12 @@ class DriftReport:
 
     @property
     def drifted_features(self) -> list[str]:
-        return [f.name for f in self.features if f.drifted]
+        """Drifted features that count towards the share."""
+        return [f.name for f in self.features if f.drifted and f.counted]
+
+    @property
+    def counted_features(self) -> list[str]:
+        return [f.name for f in self.features if f.counted]
 
     def table_markdown(self) -> str:
         lines = [
@@ -416,6 +423,8 @@ class DriftReport:
             verdict = "**yes**" if f.drifted else ("n/a" if f.note else "no")
             if f.note:
                 verdict += f" ({f.note})"
+            if not f.counted:
+                verdict += " (not counted)"
             lines.append(
                 f"| {f.name} | {f.kind} | {f.statistic} | {_fmt(f.value)} | {_fmt(f.threshold)} "
                 f"| {_fmt(f.psi)} | {_fmt(f.wasserstein)} | {_fmt(f.js_distance)} "
@@ -424,7 +433,7 @@ class DriftReport:
             )
         lines.append("")
         lines.append(
-            f"{len(self.drifted_features)} of {len(self.features)} features drifted "
+            f"{len(self.drifted_features)} of {len(self.counted_features)} counted features drifted "
             f"({self.drifted_share:.0%}) on {self.n_current} current rows."
         )
         return "\n".join(lines)
@@ -541,21 +550,30 @@ def drift(
     thresholds: DriftThresholds = DEFAULT_THRESHOLDS,
     *,
     p_values: bool = True,
+    exclude_from_share: Iterable[str] = (),
 ) -> DriftReport:
     """Score ``current`` against the stored reference; reads only ``reference``, never its rows.
 
     ``p_values=False`` skips the informational KS/chi-square tests (about half the run time).
+    Features in ``exclude_from_share`` are scored and reported but do not count in the share
+    (e.g. a weekday feature, constant within a day by construction).
     """
     missing = [name for name in reference.features if name not in current.columns]
     if missing:
         raise KeyError(f"current frame lacks feature columns {missing}")
+    excluded = set(exclude_from_share)
+    unknown = sorted(excluded - set(reference.features))
+    if unknown:
+        raise KeyError(f"exclude_from_share names features the reference lacks: {unknown}")
     results = []
     for name, ref in reference.features.items():
         if isinstance(ref, NumericReference):
             results.append(_numeric_drift(ref, current[name], thresholds, p_values))
         else:
             results.append(_categorical_drift(ref, current[name], thresholds, p_values))
-    share = sum(f.drifted for f in results) / len(results) if results else 0.0
+    results = [replace(f, counted=False) if f.name in excluded else f for f in results]
+    counted = [f for f in results if f.counted]
+    share = sum(f.drifted for f in counted) / len(counted) if counted else 0.0
     return DriftReport(
         features=results, drifted_share=share, n_current=len(current), thresholds=thresholds
     )
@@ -613,7 +631,7 @@ def plot_drift(report: DriftReport) -> bytes:
             ax.grid(True, axis="x", alpha=0.3)
             ax.legend(loc="best", fontsize=7)
     fig.suptitle(
-        f"Feature drift: {len(report.drifted_features)}/{len(report.features)} drifted, "
+        f"Feature drift: {len(report.drifted_features)}/{len(report.counted_features)} counted features drifted, "
         f"{report.n_current} current rows",
         fontsize=10,
     )

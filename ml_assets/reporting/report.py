@@ -47,6 +47,9 @@ class CycleReport:
     slice_tables_markdown: dict[str, str] = field(default_factory=dict)
     plots: dict[str, bytes] = field(default_factory=dict)
     extra_sections: dict[str, str] = field(default_factory=dict)
+    # Why the cycle ran: a one-line trigger and its figures (drift per feature, performance per day).
+    trigger: str = ""
+    trigger_details: str = ""
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -162,11 +165,15 @@ def _sections(report: CycleReport) -> list[tuple[str, str]]:
         summary.append(f"- Reason: {report.reason}")
     if report.forced_reason:
         summary.append(f"- **FORCED PROMOTION** (gate overridden): {report.forced_reason}")
+    if report.trigger:
+        summary.append(f"- Trigger: {report.trigger}")
     if report.candidate is not None:
         summary.append(f"- Candidate: {_model_label(report.candidate)}")
     if report.champion is not None or report.status != "failed":
         summary.append(f"- Champion: {_model_label(report.champion)}")
     sections = [("Summary", "\n".join(summary))]
+    if report.trigger_details:
+        sections.append(("Why this cycle ran", report.trigger_details))
 
     if report.status == "failed" or report.error:
         failure = [f"Stage: **{report.failed_stage or 'unknown'}**"]

@@ -88,6 +88,20 @@ class DatasetStore:
             str(self.blobs.local_dir(self.require(table, p).prefix, self.cache_dir)) for p in partitions
         ]
 
+    def read_frame(self, table: str, partitions: Iterable[str], columns: list[str] | None = None):
+        """The live versions of the partitions as one pandas frame (no Spark: small reads only)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        partitions = list(partitions)
+        pieces = []
+        for path in self.local_paths(table, partitions):
+            for file in sorted(Path(path).rglob("*.parquet")):
+                pieces.append(pq.read_table(file, columns=columns))
+        if not pieces:
+            raise BlobNotFoundError(f"{table} has no Parquet files in partitions {partitions}")
+        return pa.concat_tables(pieces, promote_options="permissive").to_pandas()
+
     def row_count(self, table: str, partition: str) -> int | None:
         """Rows in the live version of a partition, from Parquet footers; None if it has none."""
         import pyarrow.parquet as pq

@@ -326,10 +326,24 @@ def test_markdown_lists_every_feature_and_dict_is_json(reference):
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split("|")[1].strip() for row in rows] == NUMERIC + CATEGORICAL
     assert "| distance | numeric | psi |" in table and "**yes**" in table
-    assert "1 of 14 features drifted" in table
+    assert "1 of 14 counted features drifted" in table
     payload = json.loads(json.dumps(report.as_dict()))
     assert payload["drifted_features"] == ["distance"] and len(payload["features"]) == 14
     assert payload["thresholds"]["psi"] == 0.2
+
+
+def test_excluded_features_are_reported_but_not_counted(reference):
+    day = flights_like(900, seed=3, distance_shift=1000.0)
+    report = drift(reference, day, exclude_from_share=["distance", "carrier"])
+    distance = next(f for f in report.features if f.name == "distance")
+    assert distance.drifted and not distance.counted
+    assert report.drifted_features == [] and report.drifted_share == 0.0
+    assert len(report.counted_features) == 12
+    assert "(not counted)" in report.table_markdown()
+    counted = drift(reference, day)
+    assert counted.drifted_share == pytest.approx(1 / 14)
+    with pytest.raises(KeyError, match="nonsense"):
+        drift(reference, day, exclude_from_share=["nonsense"])
 
 
 def test_plot_is_a_png(reference):

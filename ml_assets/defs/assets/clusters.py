@@ -7,6 +7,7 @@ from pydantic import Field
 
 from ml_assets.defs.assets.features import features
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.freshness import data_freshness
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.clustering import ClusterModel, assign_clusters, fit_kmeans
 from ml_assets.ml.raw import PARTITION_COLUMN
@@ -70,6 +71,7 @@ def cluster_model(
     deps=[cluster_model],
     kinds={"spark", "parquet"},
     code_version="1",
+    freshness_policy=data_freshness,
 )
 def clusters(features: SparkDataFrame, blob_store: BlobStoreResource) -> SparkDataFrame:
     """Each example's cluster id under the current cluster model (an evaluation slice)."""

@@ -5,6 +5,7 @@ import dagster as dg
 from ml_assets.defs.assets.evaluation import candidate_model, evaluation_blob, latest_version
 from ml_assets.defs.assets.training import MODEL_NAME
 from ml_assets.defs.checks.promotion import verdict_blob
+from ml_assets.defs.freshness import deployment_freshness
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.storage import BlobNotFoundError
 
@@ -16,7 +17,7 @@ on_gate_passed = (
 
 
 @dg.asset(group_name=DEPLOYMENT_GROUP, deps=[candidate_model], automation_condition=on_gate_passed,
-          kinds={"tensorflow"}, code_version="1")
+          kinds={"tensorflow"}, code_version="1", freshness_policy=deployment_freshness)
 def deployed_model(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """The model version serving traffic: the champion pointer, moved by compare-and-swap."""
     version = latest_version(context.instance, candidate_model.key)

@@ -12,6 +12,7 @@ from ml_assets.defs.assets.training import (
     sklearn_candidate,
 )
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.freshness import evaluation_freshness
 from ml_assets.ml.clustering import CLUSTER_COLUMN
 from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN
 from ml_assets.resources.blob_store import BlobStoreResource
@@ -45,7 +46,7 @@ def as_gate_input(result) -> dict:
 
 
 @dg.asset(group_name=TRAINING_GROUP, deps=[keras_candidate, sklearn_candidate], kinds={"python"},
-          code_version="1")
+          code_version="1", freshness_policy=evaluation_freshness)
 def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFrame,
                     blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """The better of the fresh candidates, evaluated beside the champion on the same holdout days."""

@@ -5,6 +5,7 @@ import dagster as dg
 from ml_assets.defs.assets.raw import raw_asset_key
 from ml_assets.defs.automation import on_upstream_day_changed
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.freshness import data_freshness
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.features import build_features, build_labels, joined_frame
 from ml_assets.resources.spark import SparkDataFrame
@@ -28,14 +29,14 @@ def _tables(raw_tables: dict[str, SparkDataFrame]) -> dict[str, SparkDataFrame]:
 
 
 @dg.asset(group_name="features", description="Model inputs known at scheduling time, one row per example.",
-          **_SPARK_DAILY)
+          freshness_policy=data_freshness, **_SPARK_DAILY)
 def features(context: dg.AssetExecutionContext, **raw_tables: SparkDataFrame) -> SparkDataFrame:
     context.log.info(f"features for {len(context.partition_keys)} day(s): {context.partition_key_range}")
     return build_features(SPEC, joined_frame(SPEC, _tables(raw_tables)))
 
 
 @dg.asset(group_name="labels", description="The label of each example whose outcome is known.",
-          **_SPARK_DAILY)
+          freshness_policy=data_freshness, **_SPARK_DAILY)
 def labels(context: dg.AssetExecutionContext, **raw_tables: SparkDataFrame) -> SparkDataFrame:
     context.log.info(f"labels for {len(context.partition_keys)} day(s): {context.partition_key_range}")
     return build_labels(SPEC, joined_frame(SPEC, _tables(raw_tables)))

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.freshness import data_freshness
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.raw import MalformedBlobError, parse_blob
 from ml_assets.resources.blob_store import BlobStoreResource
@@ -91,6 +92,7 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
         io_manager_key="spark_io",
         code_version="1",
         kinds={"azure", "parquet"},
+        freshness_policy=data_freshness,
         description=f"Landed `{source_spec.prefix}` blobs of one day, parsed against the spec.",
         check_specs=[
             dg.AssetCheckSpec(ROW_COUNT_CHECK, asset=key, blocking=True,

@@ -64,6 +64,7 @@ def compose_cycle_report(instance: dg.DagsterInstance, run_id: str, blob_store: 
             report.verdict_passed = verdict["passed"]
             report.forced_reason = verdict["forced_reason"]
             report.reason = verdict["summary"]
+    _explain_trigger(instance, run_id, blob_store, report)
     deployed = materialized.get(deployed_model.key.to_user_string())
     if deployed is not None:
         report.status = "deployed"
@@ -75,6 +76,57 @@ def compose_cycle_report(instance: dg.DagsterInstance, run_id: str, blob_store: 
         report.error = error or "the run failed before any step reported an error"
         report.reason = report.reason or f"failed at {report.failed_stage}"
     return report
+
+
+def _explain_trigger(instance: dg.DagsterInstance, run_id: str, blob_store: BlobStoreResource,
+                     report: CycleReport) -> None:
+    """The trigger tags of a retraining run, with the figures of the days that triggered it."""
+    from ml_assets.defs.assets.monitoring import drift_blob, drift_plot_blob, live_performance
+    from ml_assets.defs.sensors.retraining import (
+        AS_OF_TAG,
+        REASON_TAG,
+        TRIGGER_DAYS_TAG,
+        TRIGGER_TAG,
+    )
+
+    run = instance.get_run_by_id(run_id)
+    if run is None or TRIGGER_TAG not in run.tags:
+        return
+    trigger = run.tags[TRIGGER_TAG]
+    days = [d for d in run.tags.get(TRIGGER_DAYS_TAG, "").split(",") if d]
+    report.trigger = f"{trigger} (as of {run.tags.get(AS_OF_TAG)}): {run.tags.get(REASON_TAG, '')}"
+    if trigger == "drift" and days:
+        lines = ["| day | drifted features |", "|---|---|"]
+        for day in days:
+            try:
+                document = blob_store.get_json(drift_blob(day))
+            except BlobNotFoundError:
+                lines.append(f"| {day} | (drift report missing) |")
+                continue
+            lines.append(f"| {day} | {document['summary']}: {', '.join(document['report']['drifted_features'])} |")
+        try:
+            last = blob_store.get_json(drift_blob(days[-1]))
+            lines += ["", f"Per feature on {days[-1]} (window {last['window'][0]}..{last['window'][-1]}, "
+                          f"reference of champion v{last['reference_version']}):", "", last["table"]]
+            report.plots["drift"] = blob_store.blob_store().get(drift_plot_blob(days[-1]))
+        except BlobNotFoundError:
+            pass
+        report.trigger_details = "\n".join(lines)
+    elif trigger == "performance" and days:
+        records = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=live_performance.key, asset_partitions=days), limit=1000).records
+        latest = {}
+        for record in records:  # newest first: keep each day's latest judgement
+            latest.setdefault(record.asset_materialization.partition, record.asset_materialization.metadata)
+        lines = ["| day | metric | live | holdout | drop | allowed drop | rows |", "|---|---|---|---|---|---|---|"]
+        for day in days:
+            m = latest.get(day)
+            if m is None:
+                lines.append(f"| {day} | (missing) | | | | | |")
+                continue
+            lines.append(f"| {day} | {m['metric'].value} | {m['live'].value:.4f} | {m['holdout'].value:.4f} "
+                         f"| {m['drop'].value:+.4f} | {m['max_drop'].value:g} | {m['rows'].value} |")
+        report.trigger_details = "\n".join(lines)
 
 
 def send_cycle_report(instance: dg.DagsterInstance, run_id: str, blob_store: BlobStoreResource,
