@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from ml_assets.defs.assets.raw import raw_asset_key
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
 from ml_assets.examples import load_example
