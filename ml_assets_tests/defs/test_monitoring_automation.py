@@ -1,0 +1,75 @@
+"""Automation of the monitoring assets: a new day is judged once; a new champion does not re-judge history."""
+
+import dagster as dg
+
+from ml_assets.defs.assets.monitoring import feature_drift, live_performance
+from ml_assets.defs.partitions import daily_partitions
+from ml_assets.resources.blob_store import BlobStoreResource
+
+CHECKED = dg.AssetCheckSpec("stand_in_check", asset="features", blocking=True)
+
+
+@dg.asset(name="features", partitions_def=daily_partitions, check_specs=[CHECKED])
+def features_stand_in():
+    yield dg.Output(None)
+    yield dg.AssetCheckResult(check_name="stand_in_check", passed=True)
+
+
+@dg.asset(name="labels", partitions_def=daily_partitions)
+def labels_stand_in():
+    return None
+
+
+@dg.asset(name="deployed_model")
+def deployed_model_stand_in():
+    return None
+
+
+@dg.asset(name="reference_stats", deps=["deployed_model"])
+def reference_stats_stand_in():
+    return None
+
+
+# Automation is only evaluated here, never run: the store is never opened.
+DEFS = dg.Definitions(assets=[features_stand_in, labels_stand_in, deployed_model_stand_in,
+                              reference_stats_stand_in, feature_drift, live_performance],
+                      resources={"blob_store": BlobStoreResource(local_root="never-opened")})
+MONITORED = dg.AssetSelection.assets(feature_drift, live_performance)
+
+
+def requested(result) -> dict[str, list[str]]:
+    return {r.key.to_user_string(): sorted(r.true_subset.expensively_compute_partition_keys())
+            for r in result.results if r.true_subset.size and isinstance(r.key, dg.AssetKey)}
+
+
+def land(instance, *days: str, labels: bool = True) -> None:
+    for day in days:
+        selection = [features_stand_in, labels_stand_in] if labels else [features_stand_in]
+        assert dg.materialize(selection, instance=instance, partition_key=day).success
+
+
+def test_new_days_are_judged_once_and_a_new_champion_does_not_rejudge_history(instance):
+    land(instance, "2013-01-01", "2013-01-02")
+    first = dg.evaluate_automation_conditions(defs=DEFS, instance=instance, asset_selection=MONITORED)
+    assert requested(first) == {}  # no champion, so no reference: nothing to judge against
+
+    assert dg.materialize([deployed_model_stand_in, reference_stats_stand_in], instance=instance).success
+    land(instance, "2013-01-03")
+    tick = dg.evaluate_automation_conditions(defs=DEFS, instance=instance, asset_selection=MONITORED,
+                                             cursor=first.cursor)
+    # 01-03's drift; 01-02's performance, whose labels settled when 01-03's arrived (lag 1).
+    assert requested(tick)["feature_drift"] == ["2013-01-03"]
+    assert "2013-01-03" not in requested(tick).get("live_performance", [])
+    assert "2013-01-02" in requested(tick)["live_performance"]
+
+    # A new champion and its reference alone request nothing for days already judged.
+    assert dg.materialize([deployed_model_stand_in, reference_stats_stand_in], instance=instance).success
+    quiet = dg.evaluate_automation_conditions(defs=DEFS, instance=instance, asset_selection=MONITORED,
+                                              cursor=tick.cursor)
+    assert "feature_drift" not in requested(quiet)
+
+    land(instance, "2013-01-04", labels=False)
+    later = dg.evaluate_automation_conditions(defs=DEFS, instance=instance, asset_selection=MONITORED,
+                                              cursor=quiet.cursor)
+    assert requested(later)["feature_drift"] == ["2013-01-04"]
+    assert "2013-01-03" not in requested(later).get("live_performance", [])  # 01-04 has no labels yet
