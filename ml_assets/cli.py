@@ -33,7 +33,7 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 
 TIMELINE = (("day", 10), ("drift (counted features)", 28), ("live roc_auc (vs holdout)", 25),
-            ("action", 34), ("champion", 8))
+            ("action", 40), ("champion", 8))
 
 
 def _timeline_line(values: list[str]) -> str:
@@ -49,7 +49,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def print_row(row) -> None:
-        print(_timeline_line([row.day, row.drift, row.live, row.action[:34],
+        print(_timeline_line([row.day, row.drift, row.live, row.action[:40],
                               f"v{row.champion}" if row.champion else "-"]), flush=True)
         if row.verdict != "-":
             print(f"{'':12}gate {row.verdict}"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 
@@ -249,6 +251,7 @@ class Demo:
             if requests:
                 break  # one retrain per day; the other sensor sees it (and its cooldown) on the next tick
         if not requests:
+            row.action = "; ".join(filter(None, map(_waiting_for, skips))) or "-"
             return
         request = requests[0]
         row.action = f"retrain ({request.tags[TRIGGER_TAG]}, as of {request.tags['ml_assets/as_of']})"
@@ -267,8 +270,13 @@ class Demo:
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with urllib.request.urlopen(f"{self.serving_url}/v1/models/{MODEL_NAME}", timeout=10) as response:
-                status = json.loads(response.read())["model_version_status"]
+            try:
+                with urllib.request.urlopen(f"{self.serving_url}/v1/models/{MODEL_NAME}", timeout=10) as response:
+                    status = json.loads(response.read())["model_version_status"]
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:  # 404: no version loaded yet
+                    raise
+                status = []
             if any(int(s["version"]) == version and s["state"] == "AVAILABLE" for s in status):
                 return time.perf_counter() - since
             time.sleep(0.05)
@@ -315,6 +323,22 @@ class Demo:
             tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
         )
         _raise_unless(result, f"{assets} {first}..{last}")
+
+
+_STREAK = re.compile(r"(feature drift|live performance): (\d+) of (\d+) consecutive")
+_COOLDOWN = re.compile(r"(feature drift|live performance): flagged .* cooldown lasts until (\S+?);")
+
+
+_SIGNAL = {"feature drift": "drift", "live performance": "performance"}
+
+
+def _waiting_for(skip_message: str) -> str:
+    """A sensor's skip reason, shortened for the timeline: a streak under way, or a cooldown."""
+    if match := _COOLDOWN.search(skip_message):
+        return f"{_SIGNAL[match[1]]} flagged, cooldown to {match[2][5:]}"
+    if (match := _STREAK.search(skip_message)) and match[2] != "0":
+        return f"{_SIGNAL[match[1]]} streak {match[2]}/{match[3]}"
+    return ""
 
 
 def _raise_unless(result: dg.ExecuteInProcessResult, what: str) -> None:
