@@ -33,7 +33,7 @@ def cmd_land(args: argparse.Namespace) -> int:
 
 
 TIMELINE = (("day", 10), ("drift (counted features)", 28), ("live roc_auc (vs holdout)", 25),
-            ("action", 40), ("champion", 8))
+            ("action", 56), ("champion", 8))
 
 
 def _timeline_line(values: list[str]) -> str:
@@ -49,8 +49,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
 
     def print_row(row) -> None:
-        print(_timeline_line([row.day, row.drift, row.live, row.action[:40],
+        print(_timeline_line([row.day, row.drift, row.live, row.action[:56],
                               f"v{row.champion}" if row.champion else "-"]), flush=True)
+        if row.action.startswith("held back") and len(row.action) > 56:
+            print(f"{'':12}{row.action}", flush=True)
         if row.verdict != "-":
             print(f"{'':12}gate {row.verdict}"
                   + (f"; serving it {row.seconds_to_serving:.0f} s after the day landed" if row.seconds_to_serving else ""),
@@ -79,7 +81,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"serving {probe['url']} (champion v{probe['version']}): {probe['rows']} sample rows predicted "
               f"over HTTP; max |server - batch| = {probe['max_abs_diff']:.2e}; single-row p50 {probe['p50_ms']:.2f} ms")
     timings = ", ".join(f"{k} {v:.1f}s" for k, v in demo.report.seconds.items())
-    print(f"\n{len(rows)} days; raw failures: {len(demo.report.raw_failed)}; {timings}; "
+    print(f"\n{len(rows)} days; held back by their checks: {len(demo.report.failed_days)}; {timings}; "
           f"total {time.perf_counter() - started:.0f}s")
     print(f"Dagster history in {instance.root_directory}: `make dev` opens the UI.")
     failed = not cycles or any(c.status == "failed" for c in cycles)

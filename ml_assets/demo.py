@@ -26,7 +26,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 @dataclass
 class DemoReport:
     days: list[str] = field(default_factory=list)
-    raw_failed: dict[str, str] = field(default_factory=dict)
+    failed_days: dict[str, str] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -110,15 +110,25 @@ class Demo:
             if result.success:
                 ok_days.append(request.partition_key)
             else:
-                self.report.raw_failed[request.partition_key] = _failure_message(result)
+                self.report.failed_days[request.partition_key] = _failure_message(result)
         self._add_seconds("raw", began)
-        self.log(f"raw: {len(ok_days)} day(s) materialized, {len(self.report.raw_failed)} failed in total")
-        for day, message in sorted(self.report.raw_failed.items()):
+        self.log(f"raw: {len(ok_days)} day(s) materialized, {len(self.report.failed_days)} held back in total")
+        for day, message in sorted(self.report.failed_days.items()):
             self.log(f"  {day}: {message}")
 
         began = time.perf_counter()
         for first, last in contiguous_ranges(ok_days):
-            self._run_range(["features", "labels"], first, last)
+            result = self._run_range(["features", "labels"], first, last, raise_on_error=False)
+            if not result.success:
+                # A range run records one check result for all its days: find the failing days.
+                for day in (d for d in ok_days if first <= d <= last):
+                    single = self.job.execute_in_process(
+                        run_config=QUIET, instance=self.instance, partition_key=day, raise_on_error=False,
+                        asset_selection=[dg.AssetKey("features"), dg.AssetKey("labels")])
+                    if not single.success:
+                        self.report.failed_days[day] = _failure_message(single)
+                        self.log(f"  {day}: {self.report.failed_days[day]}")
+        ok_days = [d for d in ok_days if d not in self.report.failed_days]
         self._add_seconds("features_labels", began)
 
         began = time.perf_counter()
@@ -198,7 +208,7 @@ class Demo:
         champion = blob_store.models().champion(MODEL_NAME).version
         began = time.perf_counter()
         if not ok:
-            row.action = "raw data failed its checks: " + self.report.raw_failed.get(day, "?")[:60]
+            row.action = "held back: " + self.report.failed_days.get(day, "?")
         elif champion is not None:
             self._ensure_reference(champion)
             drift = self._run_partition("feature_drift", day)
@@ -315,14 +325,18 @@ class Demo:
     def _add_seconds(self, stage: str, began: float) -> None:
         self.report.seconds[stage] = self.report.seconds.get(stage, 0.0) + time.perf_counter() - began
 
-    def _run_range(self, assets: list[str], first: str, last: str) -> None:
+    def _run_range(self, assets: list[str], first: str, last: str,
+                   raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
         result = self.job.execute_in_process(
             run_config=QUIET,
             instance=self.instance,
             asset_selection=[dg.AssetKey(a) for a in assets],
             tags={RANGE_START_TAG: first, RANGE_END_TAG: last},
+            raise_on_error=False,
         )
-        _raise_unless(result, f"{assets} {first}..{last}")
+        if raise_on_error:
+            _raise_unless(result, f"{assets} {first}..{last}")
+        return result
 
 
 _STREAK = re.compile(r"(feature drift|live performance): (\d+) of (\d+) consecutive")

@@ -164,7 +164,7 @@ def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreRes
         datasets.read_frame("labels", [day], columns=[*keys, SPEC.label.name]), on=keys, how="inner")
     holdout = manifest["metrics"]["holdout"].get(PERFORMANCE.metric)
     model = _champion_model(blob_store, version, manifest)
-    probabilities = model.predict_proba(frame) if len(frame) else frame.index.to_numpy(dtype=float)
+    probabilities = model.predict_proba(frame)  # an empty day gives an empty array: not judged
     result = judge(frame[SPEC.label.name].to_numpy(), probabilities, metric=PERFORMANCE.metric,
                    holdout_value=holdout, max_drop=PERFORMANCE.max_drop, min_rows=PERFORMANCE.min_rows,
                    threshold=SPEC.promotion.decision_threshold)
