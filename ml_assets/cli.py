@@ -51,8 +51,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     def print_row(row) -> None:
         print(_timeline_line([row.day, row.drift, row.live, row.action[:56],
                               f"v{row.champion}" if row.champion else "-"]), flush=True)
-        if row.action.startswith("held back") and len(row.action) > 56:
-            print(f"{'':12}{row.action}", flush=True)
+        if row.note:
+            print(f"{'':12}{row.note}", flush=True)
         if row.verdict != "-":
             print(f"{'':12}gate {row.verdict}"
                   + (f"; serving it {row.seconds_to_serving:.0f} s after the day landed" if row.seconds_to_serving else ""),
@@ -84,6 +84,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\n{len(rows)} days; held back by their checks: {len(demo.report.failed_days)}; {timings}; "
           f"total {time.perf_counter() - started:.0f}s")
     print(f"Dagster history in {instance.root_directory}: `make dev` opens the UI.")
+    if not cycles:
+        print("no training cycle ran in this range (the first model needs a full training window and "
+              "holdout of labelled days): exit code 1")
     failed = not cycles or any(c.status == "failed" for c in cycles)
     return 1 if failed else 0
 

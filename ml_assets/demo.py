@@ -52,6 +52,7 @@ class TimelineRow:
     verdict: str = "-"
     champion: int | None = None
     seconds_to_serving: float | None = None
+    note: str = ""
 
 
 def contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
@@ -208,7 +209,7 @@ class Demo:
         champion = blob_store.models().champion(MODEL_NAME).version
         began = time.perf_counter()
         if not ok:
-            row.action = "held back: " + self.report.failed_days.get(day, "?")
+            row.note = "held back by its checks: " + self.report.failed_days.get(day, "?")
         elif champion is not None:
             self._ensure_reference(champion)
             drift = self._run_partition("feature_drift", day)
