@@ -11,15 +11,13 @@ to HTML by :func:`ml_assets.reporting.report.markdown_to_html`.
 from __future__ import annotations
 
 import datetime as dt
-import html
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid, parseaddr
 
 from ml_assets.ml.evaluation import markdown_table
-from ml_assets.reporting.report import SUBJECT_PREFIX, markdown_to_html
+from ml_assets.reporting.report import SUBJECT_PREFIX, sectioned_message
 
 PASS, WARN, FAIL, UNKNOWN, NOT_APPLICABLE = "PASS", "WARN", "FAIL", "UNKNOWN", "NOT_APPLICABLE"
 STATES = (PASS, WARN, FAIL, UNKNOWN, NOT_APPLICABLE)
@@ -195,12 +193,6 @@ def _sections(
     return sections
 
 
-def _domain(sender: str) -> str:
-    address = parseaddr(sender)[1]
-    domain = address.rpartition("@")[2]
-    return domain if "@" in address and domain else "ml-assets.local"
-
-
 def build_alert_message(
     dataset: str,
     stale: Sequence[AssetFreshness],
@@ -219,28 +211,7 @@ def build_alert_message(
     title = alert_subject(dataset, stale, recovered)
     sections = _sections(dataset, stale, recovered, still_stale, checked_at, counts)
 
-    text = [title, ""]
-    for heading, body in sections:
-        text += [f"## {heading}", "", body, ""]
-    body_html = [f'<h1 style="font-size:18px">{html.escape(title)}</h1>']
-    for heading, body in sections:
-        body_html += [f'<h2 style="font-size:15px">{html.escape(heading)}</h2>', markdown_to_html(body)]
-    document = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title></head>\n"
-        '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">\n'
-        + "\n".join(body_html)
-        + "\n</body></html>\n"
-    )
-
-    message = EmailMessage()
-    message["Subject"] = title
-    message["From"] = sender
-    message["To"] = ", ".join(recipients)
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid(idstring="freshness", domain=_domain(sender))
+    message = sectioned_message(title, sections, sender, recipients, kind="freshness")
     message["X-ML-Assets-Dataset"] = dataset
     message["X-ML-Assets-Alert"] = "freshness"
-    message.set_content("\n".join(text))
-    message.add_alternative(document, subtype="html")
     return message

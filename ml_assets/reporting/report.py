@@ -324,6 +324,35 @@ def _domain(sender: str) -> str:
     return domain if "@" in address and domain else "ml-assets.local"
 
 
+def sectioned_message(title: str, sections: list[tuple[str, str]], sender: str, recipients: list[str], *,
+                      kind: str, text_tail: list[str] = (), html_tail: list[str] = ()) -> EmailMessage:
+    """A text + HTML message of (heading, Markdown) sections; From, To, Subject, Date, Message-ID set."""
+    text = [title, ""]
+    for heading, body in sections:
+        text += [f"## {heading}", "", body, ""]
+    text += list(text_tail)
+    body_html = [f'<h1 style="font-size:18px">{html.escape(title)}</h1>']
+    for heading, body in sections:
+        body_html += [f'<h2 style="font-size:15px">{html.escape(heading)}</h2>', markdown_to_html(body)]
+    body_html += list(html_tail)
+    document = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head>\n"
+        '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">\n'
+        + "\n".join(body_html)
+        + "\n</body></html>\n"
+    )
+    message = EmailMessage()
+    message["Subject"] = title
+    message["From"] = sender
+    message["To"] = ", ".join(recipients)
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(idstring=kind, domain=_domain(sender))
+    message.set_content("\n".join(text))
+    message.add_alternative(document, subtype="html")
+    return message
+
+
 def build_message(report: CycleReport, sender: str, recipients: list[str]) -> EmailMessage:
     """The report as a ready-to-send message (``From``, ``To``, ``Subject``, ``Date`` set)."""
     if not recipients:
@@ -336,50 +365,24 @@ def build_message(report: CycleReport, sender: str, recipients: list[str]) -> Em
     }
 
     title = subject(report)
-    text = [title, ""]
-    for heading, body in sections:
-        text += [f"## {heading}", "", body, ""]
+    text_tail = []
     if report.plots:
-        text += [
-            "## Plots",
-            "",
-            "Inline in the HTML version of this message: " + ", ".join(report.plots) + ".",
-            "",
-        ]
-
-    body_html = [f'<h1 style="font-size:18px">{html.escape(title)}</h1>']
-    for heading, body in sections:
-        body_html += [
-            f'<h2 style="font-size:15px">{html.escape(heading)}</h2>',
-            markdown_to_html(body),
-        ]
+        text_tail = ["## Plots", "",
+                     "Inline in the HTML version of this message: " + ", ".join(report.plots) + ".", ""]
+    html_tail = []
     if report.plots:
-        body_html.append('<h2 style="font-size:15px">Plots</h2>')
+        html_tail.append('<h2 style="font-size:15px">Plots</h2>')
         for name, cid in plot_ids.items():
-            body_html.append(
+            html_tail.append(
                 f"<p><b>{html.escape(name)}</b><br>"
                 f'<img src="cid:{cid[1:-1]}" alt="{html.escape(name)}" '
                 'style="max-width:100%;height:auto"></p>'
             )
-    document = (
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title></head>\n"
-        '<body style="font-family:Arial,Helvetica,sans-serif;font-size:14px;color:#222">\n'
-        + "\n".join(body_html)
-        + "\n</body></html>\n"
-    )
-
-    message = EmailMessage()
-    message["Subject"] = title
-    message["From"] = sender
-    message["To"] = ", ".join(recipients)
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid(idstring="cycle", domain=domain)
+    message = sectioned_message(title, sections, sender, recipients, kind="cycle",
+                                text_tail=text_tail, html_tail=html_tail)
     message["X-ML-Assets-Dataset"] = report.dataset
     message["X-ML-Assets-Cycle"] = report.cycle_id
     message["X-ML-Assets-Status"] = report.status
-    message.set_content("\n".join(text))
-    message.add_alternative(document, subtype="html")
     if report.plots:
         html_part = message.get_payload()[1]
         for name, png in report.plots.items():

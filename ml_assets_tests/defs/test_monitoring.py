@@ -28,6 +28,7 @@ from ml_assets.defs.sensors.retraining import (
     RETRAIN_TAG,
     TRIGGER_DAYS_TAG,
     TRIGGER_TAG,
+    retrain_fallback_schedule,
     retrain_on_drift_sensor,
     retrain_on_performance_sensor,
 )
@@ -339,3 +340,19 @@ def test_report_explains_a_drift_trigger_with_figures_and_plot(champion_store, t
         assert f"| {day} | 7/14 features drifted" in report.trigger_details
     assert "| temp | numeric | psi |" in report.trigger_details
     assert report.plots["drift"].startswith(b"\x89PNG")
+
+
+# --- the cron fallback ------------------------------------------------------------------------
+
+
+def test_cron_fallback_retrains_as_of_the_latest_labelled_day(local_resource, tmp_path, instance):
+    def evaluate():
+        with dg.build_schedule_context(instance=instance, resources={"blob_store": local_resource}) as context:
+            return retrain_fallback_schedule(context)
+
+    assert "no labelled day" in evaluate().skip_message
+    for i, day in enumerate(["2013-01-04", "2013-01-05"]):
+        publish_day(local_resource, tmp_path, day, seed=i)
+    request = evaluate()
+    assert request.tags[TRIGGER_TAG] == "schedule" and request.tags[AS_OF_TAG] == "2013-01-05"
+    assert request.run_config == {"ops": {"training_set": {"config": {"as_of": "2013-01-05"}}}}

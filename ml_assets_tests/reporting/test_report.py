@@ -5,7 +5,6 @@ import email
 import email.policy
 import ipaddress
 import re
-import socket
 import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from ml_assets.reporting import (
     markdown_to_html,
 )
 from ml_assets.reporting.report import subject
+from ml_assets_tests.fixtures.smtp import free_port
 
 SENDER = "ml-assets@example.org"
 RECIPIENTS = ["alice@example.org", "bob@example.org"]
@@ -73,12 +73,6 @@ def _authenticator(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok, handled=False)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class Server:
     handler: StoringHandler
@@ -100,7 +94,7 @@ def smtp_server(tmp_path):
 
     def start(**smtp_kwargs) -> Server:
         handler = StoringHandler()
-        port = _free_port()
+        port = free_port()
         controller = Controller(
             handler, hostname="127.0.0.1", port=port, ready_timeout=10, **smtp_kwargs
         )
@@ -361,7 +355,7 @@ def test_smtp_refused_recipient_and_unreachable_server(smtp_server):
         MailDeliveryError, match=r"refused every recipient: nobody@example.org: 550"
     ):
         server.mailer().send(build_message(failed_report(), SENDER, ["nobody@example.org"]))
-    closed = _free_port()
+    closed = free_port()
     with pytest.raises(MailDeliveryError, match=rf"127\.0\.0\.1:{closed} failed at connect"):
         Mailer(SmtpSettings("127.0.0.1", closed, starttls=False, timeout=5), server.outbox).send(
             build_message(failed_report(), SENDER, RECIPIENTS)
