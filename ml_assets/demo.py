@@ -216,8 +216,8 @@ class Demo:
             if drift is not None:
                 row.drift = str(drift["summary"].value).split(" (")[0] + f" ({drift['drifted_share'].value:.0%})"
             settled = (dt.date.fromisoformat(day) - dt.timedelta(days=SPEC.monitoring.performance.label_lag_days))
-            labelled = set(blob_store.datasets().partitions("labels"))
-            if settled.isoformat() in labelled and day in labelled:
+            datasets = blob_store.datasets()
+            if all(datasets.current("labels", d) is not None for d in (settled.isoformat(), day)):
                 live = self._run_partition("live_performance", settled.isoformat())
                 if live is not None and live["judged"].value:
                     row.live = f"{settled.strftime('%m-%d')} {live['live'].value:.3f} ({-live['drop'].value:+.3f})"
@@ -244,6 +244,7 @@ class Demo:
 
     def _tick_retraining(self, row: TimelineRow, landed_at: float) -> None:
         from ml_assets.defs.sensors.retraining import (
+            AS_OF_TAG,
             TRIGGER_TAG,
             retrain_on_drift_sensor,
             retrain_on_performance_sensor,
@@ -265,8 +266,8 @@ class Demo:
             row.action = "; ".join(filter(None, map(_waiting_for, skips))) or "-"
             return
         request = requests[0]
-        row.action = f"retrain ({request.tags[TRIGGER_TAG]}, as of {request.tags['ml_assets/as_of']})"
-        outcome = self.training_cycle(request.tags["ml_assets/as_of"], run_config=request.run_config,
+        row.action = f"retrain ({request.tags[TRIGGER_TAG]}, as of {request.tags[AS_OF_TAG]})"
+        outcome = self.training_cycle(request.tags[AS_OF_TAG], run_config=request.run_config,
                                       tags=request.tags)
         row.verdict = {"deployed": f"passed: deployed v{outcome.deployed_version}",
                        "kept_champion": "failed: kept champion", "failed": "run failed"}[outcome.status]

@@ -59,22 +59,24 @@ def day_frames(day: str, seed: int, shift: bool = False, flip_labels: bool = Fal
     return frame, labels
 
 
-def publish_day(store, tmp_path: Path, day: str, seed: int, labels: bool = True, **kwargs) -> None:
-    features, label_frame = day_frames(day, seed, **kwargs)
-    tables = {"features": features, **({"labels": label_frame} if labels else {})}
-    for table, frame in tables.items():
+def publish_day(store, tmp_path: Path, day: str, seed: int, tables=("features", "labels"), **kwargs) -> None:
+    """Publish the day's tables; the same seed gives the same rows, so labels can land later."""
+    frames = dict(zip(("features", "labels"), day_frames(day, seed, **kwargs), strict=True))
+    for table in tables:
         folder = tmp_path / "staging" / table / day / str(seed)
         folder.mkdir(parents=True)
-        frame.to_parquet(folder / "part-0.parquet", index=False)
+        frames[table].to_parquet(folder / "part-0.parquet", index=False)
         store.datasets().publish(table, day, folder)
 
 
-def publish_labels(store, tmp_path: Path, day: str, seed: int, **kwargs) -> None:
-    _, label_frame = day_frames(day, seed, **kwargs)
-    folder = tmp_path / "staging" / "labels-late" / day
-    folder.mkdir(parents=True)
-    label_frame.to_parquet(folder / "part-0.parquet", index=False)
-    store.datasets().publish("labels", day, folder)
+def record_retrain_run(instance, tags: dict) -> str:
+    """A finished run carrying retraining tags, as the training job would leave behind."""
+
+    @dg.asset
+    def stand_in_training_run():
+        return 1
+
+    return dg.materialize([stand_in_training_run], instance=instance, tags=tags).run_id
 
 
 def publish_champion(store, tmp_path: Path, train: list[str], holdout: list[str], seed: int = 0) -> int:
@@ -244,12 +246,7 @@ def test_cooldown_after_a_retrain_holds_the_next_trigger(champion_store, tmp_pat
         run([feature_drift], store, instance, partition_key=day)
 
     # A finished retraining run as of 2013-01-22 starts a 14-day cooldown (until 2013-02-05).
-    @dg.asset
-    def stand_in_training_run():
-        return 1
-
-    dg.materialize([stand_in_training_run], instance=instance,
-                   tags={RETRAIN_TAG: "true", TRIGGER_TAG: "drift", AS_OF_TAG: "2013-01-22"})
+    record_retrain_run(instance, {RETRAIN_TAG: "true", TRIGGER_TAG: "drift", AS_OF_TAG: "2013-01-22"})
     held = tick(retrain_on_drift_sensor, instance, store)
     assert not held.run_requests
     assert "cooldown lasts until 2013-02-05" in held.skip_reason.skip_message
@@ -284,7 +281,7 @@ def test_performance_sensor_waits_for_delayed_labels_then_fires(champion_store, 
     for i, day in enumerate(days):
         publish_day(store, tmp_path, day, seed=500 + i, flip_labels=True)
     # The labels of 01-24 are not complete until those of 01-25 exist.
-    publish_day(store, tmp_path, "2013-01-25", seed=510, labels=False)
+    publish_day(store, tmp_path, "2013-01-25", seed=510, tables=["features"])
     for day in days[:2]:
         judged = metadata(run([live_performance], store, instance, partition_key=day), live_performance)
         assert judged["judged"] is True and judged["flagged"] is True and judged["champion_version"] == version
@@ -299,7 +296,7 @@ def test_performance_sensor_waits_for_delayed_labels_then_fires(champion_store, 
     assert "2 new report(s)" in waiting.skip_reason.skip_message
     assert "2 of 3 consecutive flagged day(s)" in waiting.skip_reason.skip_message
 
-    publish_labels(store, tmp_path, "2013-01-25", seed=510)
+    publish_day(store, tmp_path, "2013-01-25", seed=510, tables=["labels"])
     run([live_performance], store, instance, partition_key=days[2])
     fired = tick(retrain_on_performance_sensor, instance, store, waiting.cursor)
     (request,) = fired.run_requests
@@ -329,12 +326,7 @@ def test_report_explains_a_drift_trigger_with_figures_and_plot(champion_store, t
         run([feature_drift], store, instance, partition_key=day)
     (request,) = tick(retrain_on_drift_sensor, instance, store).run_requests
 
-    @dg.asset
-    def stand_in_training_run():
-        return 1
-
-    result = dg.materialize([stand_in_training_run], instance=instance, tags=request.tags)
-    report = compose_cycle_report(instance, result.run_id, store)
+    report = compose_cycle_report(instance, record_retrain_run(instance, request.tags), store)
     assert report.trigger.startswith("drift (as of 2013-01-24): feature drift: flagged on 3 consecutive day(s)")
     for day in days:
         assert f"| {day} | 7/14 features drifted" in report.trigger_details

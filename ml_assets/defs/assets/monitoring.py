@@ -99,8 +99,10 @@ def feature_drift(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
     except BlobNotFoundError:
         raise dg.Failure(f"no reference statistics for champion v{version}: materialize reference_stats") from None
     datasets = blob_store.datasets()
-    first = (dt.date.fromisoformat(day) - dt.timedelta(days=DRIFT.current_days - 1)).isoformat()
-    window = [d for d in datasets.partitions("features") if first <= d <= day]
+    # One pointer read per day of the window, not a listing of every stored partition.
+    last = dt.date.fromisoformat(day)
+    days = [(last - dt.timedelta(days=back)).isoformat() for back in reversed(range(DRIFT.current_days))]
+    window = [d for d in days if datasets.current("features", d) is not None]
     if day not in window:
         raise dg.Failure(f"features has no data for {day}")
     current = datasets.read_frame("features", window, columns=list(reference.features))
@@ -155,7 +157,7 @@ def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreRes
     day = context.partition_key
     datasets = blob_store.datasets()
     settled = (dt.date.fromisoformat(day) + dt.timedelta(days=PERFORMANCE.label_lag_days)).isoformat()
-    if settled not in set(datasets.partitions("labels")):
+    if datasets.current("labels", settled) is None:
         raise dg.Failure(f"labels of {day} are not complete until the labels of {settled} exist "
                          f"(label_lag_days={PERFORMANCE.label_lag_days})")
     version, manifest = champion_or_fail(blob_store)

@@ -1,12 +1,16 @@
 """Email a report after every training cycle, whether it deployed, kept the champion or failed."""
 
+import contextlib
+
 import dagster as dg
 
 from ml_assets.defs.assets.deployment import deployed_model
 from ml_assets.defs.assets.evaluation import candidate_model, evaluation_blob, plot_blob
+from ml_assets.defs.assets.monitoring import drift_blob, drift_plot_blob, live_performance
 from ml_assets.defs.assets.training import MODEL_NAME, TRAINING_GROUP
 from ml_assets.defs.checks.promotion import PROMOTION_GATE, verdict_blob
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.sensors.retraining import AS_OF_TAG, REASON_TAG, TRIGGER_DAYS_TAG, TRIGGER_TAG
 from ml_assets.reporting.report import CycleReport, build_message
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.email import EmailResource
@@ -81,14 +85,6 @@ def compose_cycle_report(instance: dg.DagsterInstance, run_id: str, blob_store: 
 def _explain_trigger(instance: dg.DagsterInstance, run_id: str, blob_store: BlobStoreResource,
                      report: CycleReport) -> None:
     """The trigger tags of a retraining run, with the figures of the days that triggered it."""
-    from ml_assets.defs.assets.monitoring import drift_blob, drift_plot_blob, live_performance
-    from ml_assets.defs.sensors.retraining import (
-        AS_OF_TAG,
-        REASON_TAG,
-        TRIGGER_DAYS_TAG,
-        TRIGGER_TAG,
-    )
-
     run = instance.get_run_by_id(run_id)
     if run is None or TRIGGER_TAG not in run.tags:
         return
@@ -97,20 +93,20 @@ def _explain_trigger(instance: dg.DagsterInstance, run_id: str, blob_store: Blob
     report.trigger = f"{trigger} (as of {run.tags.get(AS_OF_TAG)}): {run.tags.get(REASON_TAG, '')}"
     if trigger == "drift" and days:
         lines = ["| day | drifted features |", "|---|---|"]
+        last = None
         for day in days:
             try:
-                document = blob_store.get_json(drift_blob(day))
+                last = blob_store.get_json(drift_blob(day))
             except BlobNotFoundError:
                 lines.append(f"| {day} | (drift report missing) |")
+                last = None
                 continue
-            lines.append(f"| {day} | {document['summary']}: {', '.join(document['report']['drifted_features'])} |")
-        try:
-            last = blob_store.get_json(drift_blob(days[-1]))
+            lines.append(f"| {day} | {last['summary']}: {', '.join(last['report']['drifted_features'])} |")
+        if last is not None:  # the latest day's report, read once above
             lines += ["", f"Per feature on {days[-1]} (window {last['window'][0]}..{last['window'][-1]}, "
                           f"reference of champion v{last['reference_version']}):", "", last["table"]]
-            report.plots["drift"] = blob_store.blob_store().get(drift_plot_blob(days[-1]))
-        except BlobNotFoundError:
-            pass
+            with contextlib.suppress(BlobNotFoundError):
+                report.plots["drift"] = blob_store.blob_store().get(drift_plot_blob(days[-1]))
         report.trigger_details = "\n".join(lines)
     elif trigger == "performance" and days:
         records = instance.fetch_materializations(

@@ -33,6 +33,13 @@ def last_retrain(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     return runs[0] if runs else None
 
 
+def retrain_in_progress(run: dg.DagsterRun | None) -> str | None:
+    """Why not to request another retrain now, if `run` (the latest) has not finished."""
+    if run is None or run.status in FINISHED:
+        return None
+    return f"retraining run {run.run_id} ({run.tags.get(TRIGGER_TAG)}) is still in progress"
+
+
 def retrain_request(trigger: str, as_of: str, reason: str, days: tuple[str, ...] = (),
                     champion: int | None = None) -> dg.RunRequest:
     return dg.RunRequest(
@@ -78,8 +85,8 @@ def _tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource, *,
         return dg.SensorResult(run_requests=[request], cursor=cursor)
 
     previous = last_retrain(context.instance)
-    if previous is not None and previous.status not in FINISHED:
-        return result(f"retraining run {previous.run_id} ({previous.tags.get(TRIGGER_TAG)}) is still in progress")
+    if busy := retrain_in_progress(previous):
+        return result(busy)
     last_as_of = previous.tags.get(AS_OF_TAG) if previous is not None else None
     cooldown_until = cooldown_end(last_as_of, RETRAINING.cooldown_days)
     if champion is None:
@@ -156,9 +163,8 @@ def retrain_fallback_schedule(context: dg.ScheduleEvaluationContext, blob_store:
     labelled = blob_store.datasets().partitions("labels")
     if not labelled:
         return dg.SkipReason("no labelled day to train on")
-    previous = last_retrain(context.instance)
-    if previous is not None and previous.status not in FINISHED:
-        return dg.SkipReason(f"retraining run {previous.run_id} is still in progress")
+    if busy := retrain_in_progress(last_retrain(context.instance)):
+        return dg.SkipReason(busy)
     reason = f"scheduled fallback retrain ({RETRAINING.fallback_cron or 'manual start'})"
     champion = blob_store.models().champion(MODEL_NAME).version
     return retrain_request("schedule", labelled[-1], reason, champion=champion)
