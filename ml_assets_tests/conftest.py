@@ -16,6 +16,7 @@ os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 pytest_plugins = [
     "ml_assets_tests.fixtures.azurite",
     "ml_assets_tests.fixtures.dagster",
+    "ml_assets_tests.fixtures.postgres",
 ]
 
 FIRST_DAY = dt.date(2013, 1, 1)
