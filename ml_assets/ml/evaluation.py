@@ -21,9 +21,12 @@ import io
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "ece")
 HIGHER_IS_BETTER: dict[str, bool] = {
@@ -93,6 +96,8 @@ def _as_labels(y_true) -> np.ndarray:
         raise ValueError(f"y_true must hold the labels 0 and 1, got dtype {y.dtype}") from exc
     bad = ~np.isin(numeric, (0.0, 1.0))
     if bad.any():
+        import pandas as pd  # imported here: the code location loads this module
+
         examples = ", ".join(repr(v) for v in pd.unique(y[bad])[:5])
         raise ValueError(
             f"y_true must hold only the labels 0 and 1; {int(bad.sum())} row(s) do not "
@@ -250,6 +255,8 @@ def _slice_key(value) -> str:
 def _slice_metrics(
     y: np.ndarray, p: np.ndarray, column: pd.Series, threshold: float, min_slice_size: int
 ) -> dict[str, Metrics]:
+    import pandas as pd
+
     try:
         codes, uniques = pd.factorize(column, sort=True)
     except TypeError:  # mixed types that do not order
@@ -292,6 +299,8 @@ def evaluate(
         raise ValueError(f"min_slice_size must be at least 1, got {min_slice_size}")
     per_slice: dict[str, dict[str, Metrics]] = {}
     if slices is not None:
+        import pandas as pd
+
         if not isinstance(slices, pd.DataFrame):
             raise ValueError(f"slices must be a pandas DataFrame, got {type(slices).__name__}")
         if len(slices) != y.shape[0]:

@@ -1,6 +1,8 @@
 """Parse and validate one landed raw blob against its source spec (Arrow, no Spark, no Dagster).
 
 A raw day is small enough to parse in one process; everything across days runs in Spark.
+pyarrow is imported inside the functions: the code location imports this module (for
+PARTITION_COLUMN) on every load, and pyarrow would add a noticeable part of a second.
 """
 
 from __future__ import annotations
@@ -8,24 +10,29 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
+from functools import cache
+from typing import TYPE_CHECKING
 
 from ml_assets.spec.model import ColumnType, SourceSpec
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 PARTITION_COLUMN = "date"
 
-ARROW_TYPES: dict[ColumnType, pa.DataType] = {
-    ColumnType.string: pa.string(),
-    ColumnType.int: pa.int64(),
-    ColumnType.float: pa.float64(),
-    ColumnType.bool: pa.bool_(),
-    ColumnType.date: pa.date32(),
-    ColumnType.timestamp: pa.timestamp("us", tz="UTC"),
-}
+
+@cache
+def arrow_types() -> dict[ColumnType, pa.DataType]:
+    import pyarrow as pa
+
+    return {
+        ColumnType.string: pa.string(),
+        ColumnType.int: pa.int64(),
+        ColumnType.float: pa.float64(),
+        ColumnType.bool: pa.bool_(),
+        ColumnType.date: pa.date32(),
+        ColumnType.timestamp: pa.timestamp("us", tz="UTC"),
+    }
 
 _CSV_COLUMN_ERROR = re.compile(r"In CSV column #(\d+): (.*)")
 # Arrow names the offending value either way; a timestamp without its zone offset (e.g. cut
@@ -38,7 +45,9 @@ class MalformedBlobError(ValueError):
 
 
 def arrow_schema(source: SourceSpec) -> pa.Schema:
-    return pa.schema([(name, ARROW_TYPES[kind]) for name, kind in source.columns.items()])
+    import pyarrow as pa
+
+    return pa.schema([(name, arrow_types()[kind]) for name, kind in source.columns.items()])
 
 
 def parse_blob(data: bytes, source: SourceSpec, blob: str, day: dt.date, zone) -> pa.Table:
@@ -47,6 +56,8 @@ def parse_blob(data: bytes, source: SourceSpec, blob: str, day: dt.date, zone) -
     Extra columns are dropped (upstream may add columns); missing ones, values of the wrong
     type, bad encoding, truncation, emptiness and rows of another day are errors.
     """
+    import pyarrow as pa
+
     if not data:
         raise MalformedBlobError(f"{blob}: empty blob (0 bytes)")
     table = _parse_csv(data, source, blob) if source.format == "csv" else _parse_parquet(data, source, blob)
@@ -57,6 +68,9 @@ def parse_blob(data: bytes, source: SourceSpec, blob: str, day: dt.date, zone) -
 
 
 def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -72,7 +86,7 @@ def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
         return pacsv.read_csv(
             io.BytesIO(data),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: ARROW_TYPES[kind] for name, kind in source.columns.items()},
+                column_types={name: arrow_types()[kind] for name, kind in source.columns.items()},
                 include_columns=wanted,
                 strings_can_be_null=True,
             ),
@@ -101,6 +115,10 @@ def _describe_csv_error(message: str, data: bytes, present: list[str]) -> str:
 
 
 def _row_of_invalid_value(data: bytes, column: str, detail: str) -> int | None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
     match = _INVALID_VALUE.search(detail)
     if not match:
         return None
@@ -120,6 +138,9 @@ def _is_last_row(data: bytes, row: int) -> bool:
 
 
 def _parse_parquet(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -127,7 +148,7 @@ def _parse_parquet(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
     _require_columns(table.column_names, source, blob)
     columns = []
     for name, kind in source.columns.items():
-        target = ARROW_TYPES[kind]
+        target = arrow_types()[kind]
         try:
             columns.append(table.column(name).cast(target, safe=True))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -148,6 +169,9 @@ def _require_columns(present: list[str], source: SourceSpec, blob: str) -> None:
 
 
 def _require_single_day(table: pa.Table, source: SourceSpec, blob: str, day: dt.date, zone) -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     stamps = table.column(source.timestamp_column)
     if stamps.null_count:
         raise MalformedBlobError(
@@ -166,4 +190,7 @@ def _require_single_day(table: pa.Table, source: SourceSpec, blob: str, day: dt.
 
 
 def _to_zone(stamps: pa.ChunkedArray, zone) -> pa.ChunkedArray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     return pc.local_timestamp(stamps.cast(pa.timestamp("us", tz=zone.key)))

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from ml_assets.ml.evaluation import markdown_table
 from ml_assets.reporting.report import SUBJECT_PREFIX, sectioned_message
 
 PASS, WARN, FAIL, UNKNOWN, NOT_APPLICABLE = "PASS", "WARN", "FAIL", "UNKNOWN", "NOT_APPLICABLE"
@@ -160,6 +159,8 @@ def alert_subject(dataset: str, stale: Sequence[AssetFreshness], recovered: Sequ
 
 
 def _table(rows: Iterable[AssetFreshness]) -> str:
+    from ml_assets.ml.evaluation import markdown_table  # numpy: not at code-location load
+
     body = [
         [r.asset, r.transition, r.policy or "n/a", _utc(r.last_materialization), format_duration(r.age)]
         for r in rows

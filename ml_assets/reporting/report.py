@@ -18,7 +18,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Literal
 
-from ml_assets.ml.evaluation import HIGHER_IS_BETTER, METRICS, format_value, markdown_table
+# ml_assets.ml.evaluation (numpy) is imported inside the functions that format figures: the
+# code location loads this module through the email resource and the report sensors.
 
 Status = Literal["deployed", "kept_champion", "failed"]
 STATUSES = ("deployed", "kept_champion", "failed")
@@ -90,6 +91,8 @@ def subject(report: CycleReport) -> str:
 
 
 def _number(value, signed: bool = False) -> str:
+    from ml_assets.ml.evaluation import format_value
+
     is_number = isinstance(value, int | float) and not isinstance(value, bool)
     if signed and is_number and not math.isnan(float(value)) and value > 0:
         return "+" + format_value(value)
@@ -103,6 +106,8 @@ def _passed(value) -> str:
 
 
 def _verdict_table(rows: list[dict]) -> str:
+    from ml_assets.ml.evaluation import markdown_table
+
     body = [
         [
             str(row.get("rule", "")),
@@ -121,11 +126,15 @@ def _verdict_table(rows: list[dict]) -> str:
 
 
 def _metric_order(names) -> list[str]:
+    from ml_assets.ml.evaluation import METRICS
+
     known = [m for m in METRICS if m in names]
     return known + sorted(n for n in names if n not in METRICS)
 
 
 def _comparison_table(candidate: dict | None, champion: dict | None) -> str | None:
+    from ml_assets.ml.evaluation import HIGHER_IS_BETTER, markdown_table
+
     cand = (candidate or {}).get("metrics") or {}
     champ = (champion or {}).get("metrics") or {}
     if not cand and not champ:

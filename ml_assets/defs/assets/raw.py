@@ -4,10 +4,9 @@ import datetime as dt
 import hashlib
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.freshness import data_freshness
@@ -15,6 +14,9 @@ from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.raw import MalformedBlobError, parse_blob
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.storage import BlobStore
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 RAW_GROUP = "raw"
 ROW_COUNT_CHECK = "row_count"
@@ -32,7 +34,7 @@ def day_version(blobs) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_day(store: BlobStore, source: str, day: dt.date) -> tuple[pa.Table, list]:
+def _read_day(store: BlobStore, source: str, day: dt.date) -> tuple["pa.Table", list]:
     prefix = SPEC.blob_prefix(source, day) + "/"
     blobs = list(store.list(prefix))
     if not blobs:
@@ -49,10 +51,12 @@ def _read_day(store: BlobStore, source: str, day: dt.date) -> tuple[pa.Table, li
         except MalformedBlobError as exc:
             raise dg.Failure(description=str(exc), metadata={"blob": store.describe(blob.key)},
                              allow_retries=False) from exc
+    import pyarrow as pa  # imported here: the code location loads this module
+
     return pa.concat_tables(tables), blobs
 
 
-def _quality_checks(source: str, table: pa.Table) -> list[dg.AssetCheckResult]:
+def _quality_checks(source: str, table: "pa.Table") -> list[dg.AssetCheckResult]:
     rows = table.num_rows
     null_rates = {name: table.column(name).null_count / rows for name in SPEC.sources[source].columns}
     over = {
@@ -102,6 +106,8 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
         ],
     )
     def raw_source(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
+        import pyarrow.parquet as pq  # imported here: the code location loads this module
+
         day = dt.date.fromisoformat(context.partition_key)
         store = blob_store.blob_store()
         table, blobs = _read_day(store, source, day)
