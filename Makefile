@@ -25,6 +25,11 @@ TOOLS      := .tools
 AZURITE    := $(TOOLS)/node_modules/.bin/azurite-blob
 HOME_DIR   := .dagster_home
 
+# `make up`: where the webserver and the gRPC code server listen.
+UP_HOST      ?= 127.0.0.1
+UP_PORT      ?= 3000
+UP_GRPC_PORT ?= 4000
+
 # Extra arguments for pytest, e.g. `make test PYTEST_ARGS="-k storage -x"`.
 PYTEST_ARGS ?=
 # If set, `make test` writes pytest's own exit code there (make itself exits 2 on any failure).
@@ -50,7 +55,7 @@ APT_GET_FN = apt_get() { \
 	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo -n -E apt-get "$$@"; \
 	  else echo "ERROR: cannot run apt-get (not root, no passwordless sudo)." >&2; return 1; fi; }
 
-.PHONY: help venv java tools home demo test lint dev validate bench lock clean
+.PHONY: help venv java tools home demo test lint dev up down validate bench lock clean
 
 help: ## Show this list of targets
 	@echo "ml_assets - make targets (quick start: 'make demo', 'make test')"
@@ -152,6 +157,12 @@ lint: venv ## ruff check + ruff format --check
 
 dev: venv java home ## Start the Dagster UI + daemon on http://127.0.0.1:3000
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+up: venv java home ## Start code server, daemon, webserver as separate processes (UI on :3000); Ctrl-C or `make down` stops them
+	$(PY) -m ml_assets.services up --host $(UP_HOST) --port $(UP_PORT) --grpc-port $(UP_GRPC_PORT)
+
+down: ## Stop the services 'make up' started (SIGTERM; all three stop within 10 s)
+	$(PY) -m ml_assets.services down
 
 validate: venv java home ## Load and validate the Dagster definitions
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml

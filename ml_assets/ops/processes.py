@@ -49,6 +49,15 @@ def spawn(
         )
 
 
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie (an exited child its parent has not reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
+
+
 def group_members(pgid: int) -> list[int]:
     """PIDs (zombies excluded) whose process group is `pgid`, read from /proc."""
     members = []

@@ -1,0 +1,284 @@
+"""The three Dagster services as a team deploys them, each its own process (no `dagster dev`).
+
+- code server: `dagster code-server start -m ml_assets.definitions` (gRPC; loads the code location
+  and launches the runs);
+- daemon: `dagster-daemon run -w deploy/workspace.yaml` (sensors, schedules, run queue, automation);
+- webserver: `dagster-webserver -w deploy/workspace.yaml` (UI and GraphQL).
+
+`start()` launches them in their own process groups and waits until they answer;
+`python -m ml_assets.services up` runs them in the foreground (`make up`) and stops all three on
+SIGTERM/SIGINT. Plain module: dagster is only ever run as child processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ml_assets.ops.processes import (
+    descendants,
+    free_port,
+    is_running,
+    port_answers,
+    spawn,
+    stop_groups,
+    wait_until,
+)
+
+ROLES = ("code-server", "daemon", "webserver")
+LOCATION_NAME = "ml_assets"
+DEFINITIONS_MODULE = "ml_assets.definitions"
+WORKSPACE = Path(__file__).resolve().parents[1] / "deploy" / "workspace.yaml"
+# Env vars deploy/workspace.yaml reads to find the code server.
+HOST_VAR, PORT_VAR = "ML_ASSETS_CODE_SERVER_HOST", "ML_ASSETS_CODE_SERVER_PORT"
+# Loading the code location takes a few seconds; far more on a loaded 2-core machine.
+READY_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 8.0
+# `up` writes its PID there, so `down` (make down) can stop it from another shell.
+PID_FILE = "services.pid"
+
+
+def _script(name: str) -> str:
+    """A console script of this interpreter's environment (the venv or the image), else PATH."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"`{name}` not found beside {sys.executable} nor on PATH: "
+                                "install the project (make venv / pip install .)")
+    return found
+
+
+def workspace_file() -> Path:
+    """ML_ASSETS_WORKSPACE, else deploy/workspace.yaml of the source tree."""
+    path = Path(os.environ.get("ML_ASSETS_WORKSPACE", WORKSPACE))
+    if not path.is_file():
+        raise FileNotFoundError(f"workspace file {path} not found (set ML_ASSETS_WORKSPACE)")
+    return path
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _grpc_serving(host: str, port: int, env: Mapping[str, str]) -> bool:
+    if not port_answers(host, port):
+        return False
+    result = subprocess.run(
+        [_script("dagster"), "api", "grpc-health-check", "-h", host, "-p", str(port)],
+        capture_output=True, env=dict(env), stdin=subprocess.DEVNULL, timeout=60,
+    )
+    return result.returncode == 0
+
+
+@dataclass
+class Services:
+    host: str
+    grpc_port: int
+    webserver_port: int | None
+    workspace: Path
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    logs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def webserver_url(self) -> str | None:
+        return None if self.webserver_port is None else f"http://{self.host}:{self.webserver_port}"
+
+    @property
+    def pids(self) -> dict[str, int]:
+        return {role: process.pid for role, process in self.processes.items()}
+
+    def exited(self) -> dict[str, int]:
+        """Roles whose process has exited, with the exit code."""
+        return {role: p.returncode for role, p in self.processes.items() if p.poll() is not None}
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
+        """SIGTERM each process group, SIGKILL what is left after `timeout` s; reap everything."""
+        # The webserver and daemon first would be politer, but in parallel the whole stop fits
+        # in one timeout; runs in flight (children of the code server) are killed with it.
+        stop_groups(list(self.processes.values()), timeout=timeout)
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def child_env(home: Path, host: str, grpc_port: int, env: Mapping[str, str] | None) -> dict[str, str]:
+    merged = {**os.environ, **(env or {})}
+    merged.update({"DAGSTER_HOME": str(home), HOST_VAR: host, PORT_VAR: str(grpc_port)})
+    merged.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    return merged
+
+
+def start(
+    home: Path | str, *, env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
+    webserver_port: int | None = None, grpc_port: int | None = None,
+    roles: Iterable[str] = ROLES, log_dir: Path | str | None = None,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> Services:
+    """Start the given roles on DAGSTER_HOME=`home`; free ports when None; wait until they answer.
+
+    Without the code-server role, `grpc_port` names an already running code server.
+    """
+    home = Path(home).resolve()
+    roles = tuple(roles)
+    unknown = set(roles) - set(ROLES)
+    if unknown:
+        raise ValueError(f"unknown service role(s) {sorted(unknown)}; choose from {list(ROLES)}")
+    if not (home / "dagster.yaml").is_file():
+        raise FileNotFoundError(f"DAGSTER_HOME {home} has no dagster.yaml: run `make home` "
+                                "(or copy dagster.yaml / deploy/dagster.postgres.yaml there)")
+    if "code-server" not in roles and grpc_port is None:
+        raise ValueError("grpc_port is required when the code-server role is not started here")
+    grpc_port = grpc_port or free_port(host)
+    webserver_port = (webserver_port or free_port(host)) if "webserver" in roles else None
+    logs = Path(log_dir) if log_dir is not None else home / "logs"
+    workspace = workspace_file()
+    run_env = child_env(home, host, grpc_port, env)
+    services = Services(host=host, grpc_port=grpc_port, webserver_port=webserver_port,
+                        workspace=workspace)
+    commands = {
+        "code-server": [_script("dagster"), "code-server", "start", "-m", DEFINITIONS_MODULE,
+                        "-h", host, "-p", str(grpc_port), "--location-name", LOCATION_NAME],
+        "daemon": [_script("dagster-daemon"), "run", "-w", str(workspace)],
+        "webserver": [_script("dagster-webserver"), "-w", str(workspace), "-h", host,
+                      "-p", str(webserver_port or 0)],
+    }
+    try:
+        for role in ROLES:
+            if role not in roles:
+                continue
+            services.logs[role] = logs / f"{role}.log"
+            services.processes[role] = spawn(commands[role], log_path=services.logs[role],
+                                             env=run_env, cwd=home)
+            if role == "code-server":
+                # The daemon and webserver would come up with the location in error otherwise.
+                wait_until(lambda: _grpc_serving(host, grpc_port, run_env),
+                           what=f"code server on {host}:{grpc_port}", timeout=ready_timeout,
+                           process=services.processes[role], log_path=services.logs[role],
+                           interval=0.5)
+        if "webserver" in roles:
+            wait_until(lambda: _http_ok(f"{services.webserver_url}/server_info"),
+                       what=f"webserver on {services.webserver_url}", timeout=ready_timeout,
+                       process=services.processes["webserver"], log_path=services.logs["webserver"])
+        if "daemon" in roles and services.processes["daemon"].poll() is not None:
+            wait_until(lambda: False, what="dagster-daemon", timeout=0,
+                       process=services.processes["daemon"], log_path=services.logs["daemon"])
+    except BaseException:
+        services.stop()
+        raise
+    return services
+
+
+def _up(args: argparse.Namespace) -> int:
+    home = Path(args.home or os.environ.get("DAGSTER_HOME", ""))
+    if not str(home):
+        print("error: DAGSTER_HOME is not set and --home not given (run `make up`)", file=sys.stderr)
+        return 2
+    stop_requested = threading.Event()
+    received: list[str] = []
+
+    def request_stop(signum, _frame):
+        received.append(signal.Signals(signum).name)
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    pid_file = home / PID_FILE
+    other = _running_pid(pid_file)
+    if other is not None:
+        print(f"error: services already up in {home} (pid {other}); `make down` stops them",
+              file=sys.stderr)
+        return 1
+    services = start(home, host=args.host, webserver_port=args.port, grpc_port=args.grpc_port,
+                     roles=args.roles.split(","), log_dir=args.log_dir)
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        print(json.dumps({"webserver": services.webserver_url, "grpc_port": services.grpc_port,
+                          "pids": services.pids, "logs": {k: str(v) for k, v in services.logs.items()},
+                          "dagster_home": str(home)}), flush=True)
+        print(f"ml_assets services up; stop with Ctrl-C or `kill {os.getpid()}`", flush=True)
+        while not stop_requested.wait(1.0):
+            exited = services.exited()
+            if exited:
+                print(f"error: service(s) exited on their own: {exited}; stopping the rest "
+                      f"(logs: {services.logs})", file=sys.stderr, flush=True)
+                return 1
+        print(f"{received[0]} received: stopping {', '.join(services.processes)}", flush=True)
+        return 0
+    finally:
+        started = time.monotonic()
+        services.stop()
+        pid_file.unlink(missing_ok=True)
+        leftovers = descendants(os.getpid())
+        print(f"stopped in {time.monotonic() - started:.1f} s"
+              + (f"; still alive: {leftovers}" if leftovers else ""), flush=True)
+
+
+def _running_pid(pid_file: Path) -> int | None:
+    """The PID in `pid_file` if that process is still an `ml_assets.services up`, else None."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    return pid if b"ml_assets.services" in cmdline and b"up" in cmdline else None
+
+
+def _down(args: argparse.Namespace) -> int:
+    home = Path(args.home or os.environ.get("DAGSTER_HOME", ""))
+    pid = _running_pid(home / PID_FILE)
+    if pid is None:
+        print(f"no ml_assets services up in {home}")
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while is_running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if is_running(pid):
+        print(f"error: services (pid {pid}) still running after {args.timeout:.0f} s",
+              file=sys.stderr)
+        return 1
+    print(f"stopped ml_assets services (pid {pid})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml_assets.services", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="start the services in the foreground until SIGTERM/SIGINT")
+    up.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME)")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--port", type=int, default=3000, help="webserver port (default 3000)")
+    up.add_argument("--grpc-port", type=int, default=4000, help="code server port (default 4000)")
+    up.add_argument("--roles", default=",".join(ROLES), help=f"comma-separated subset of {ROLES}")
+    up.add_argument("--log-dir", help="service logs (default: $DAGSTER_HOME/logs)")
+    down = sub.add_parser("down", help="stop the services that `up` started on this DAGSTER_HOME")
+    down.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME)")
+    down.add_argument("--timeout", type=float, default=15.0)
+    args = parser.parse_args(argv)
+    return _up(args) if args.command == "up" else _down(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
