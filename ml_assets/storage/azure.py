@@ -6,6 +6,9 @@ large payloads) and `put_file` stages blocks itself and commits them at the end.
 of the content travels in the blob's metadata, set in the same commit, so listings never
 read content. Reads check the content against that sha256 and retry when a concurrent
 replace tore them (see `_verified_read`).
+
+Every request gives up after about `timeout_s` (see `_client_timeouts`): a store that accepts
+connections but never answers fails the operation with a BlobStoreError instead of hanging.
 """
 
 from __future__ import annotations
@@ -30,11 +33,14 @@ from azure.core.exceptions import (
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
 )
 from azure.storage.blob import (
     BlobBlock,
     BlobServiceClient,
     ContainerClient,
+    LinearRetry,
     StorageStreamDownloader,
 )
 
@@ -54,6 +60,29 @@ _SHA_KEY = "sha256"
 _MIB = 1 << 20
 T = TypeVar("T")
 
+#: Seconds after which one request to the store, retries included, gives up.
+DEFAULT_TIMEOUT_S = 120.0
+#: Tries per request: a dropped connection or a 5xx is retried, within the timeout.
+REQUEST_ATTEMPTS = 3
+
+
+def _client_timeouts(timeout_s: float) -> dict[str, Any]:
+    """SDK settings under which a request, with its retries and their pauses, ends within timeout_s.
+
+    The SDK's defaults (20 s connect, 60 s per read, 4 tries 15-42 s apart) leave a frozen store
+    hanging a step for about five minutes. Here a tenth of the budget goes to each of the two
+    pauses and the rest is split between the three tries' connect and read timeouts.
+    """
+    pause = 0.1 * timeout_s
+    per_try = (timeout_s - (REQUEST_ATTEMPTS - 1) * pause) / REQUEST_ATTEMPTS
+    return {
+        "connection_timeout": per_try,
+        "read_timeout": per_try,
+        "retry_policy": LinearRetry(
+            backoff=pause, retry_total=REQUEST_ATTEMPTS - 1, random_jitter_range=0
+        ),
+    }
+
 
 class AzureBlobStore(BlobStore):
     """Blobs in one container; `location` is `azure:<account>/<container>`."""
@@ -70,12 +99,18 @@ class AzureBlobStore(BlobStore):
         max_block_size: int = 4 * _MIB,
         max_concurrency: int = 4,
         read_attempts: int = 10,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
         **client_kwargs: Any,
     ):
         if (connection_string is None) == (account_url is None):
             raise ValueError("AzureBlobStore needs exactly one of connection_string or account_url")
         if max_block_size <= 0 or max_single_put_size <= 0 or max_concurrency <= 0:
             raise ValueError("block sizes and concurrency must be positive")
+        if not timeout_s > 0:
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        self.timeout_s = float(timeout_s)
+        for setting, value in _client_timeouts(self.timeout_s).items():
+            client_kwargs.setdefault(setting, value)
         self.max_single_put_size = max_single_put_size
         self.max_block_size = max_block_size
         self.max_concurrency = max_concurrency
@@ -121,8 +156,17 @@ class AzureBlobStore(BlobStore):
             pass
         except AzureError as exc:
             raise BlobStoreError(
-                f"cannot create container {self.location}: {_summary(exc)}"
+                f"cannot create container {self.location}: {self._summary(exc)}"
             ) from exc
+
+    def _summary(self, exc: AzureError) -> str:
+        if isinstance(exc, ServiceRequestError | ServiceResponseError):
+            # No HTTP answer at all: refused, reset, or nothing within the timeouts.
+            return (
+                f"no answer from the store ({_summary(exc)}); gave up after {REQUEST_ATTEMPTS} "
+                f"tries within the store timeout of {self.timeout_s:g} s"
+            )
+        return _summary(exc)
 
     @contextmanager
     def _errors(self, action: str, key: str, *, reading: bool):
@@ -136,7 +180,7 @@ class AzureBlobStore(BlobStore):
                 ) from exc
             raise BlobStoreError(f"cannot {action} {self.describe(key)}: {_summary(exc)}") from exc
         except AzureError as exc:
-            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {_summary(exc)}") from exc
+            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {self._summary(exc)}") from exc
 
     # -- writes -----------------------------------------------------------------------------
 
