@@ -1,7 +1,8 @@
 # ml_assets developer entry points.
 #
 #   make demo   - set everything up (venv, Java) and run the main job on embedded defaults
-#   make test   - set everything up (venv, Java, Azurite) and run the whole test suite
+#   make test   - set everything up (venv, Java, Azurite, PostgreSQL, Chromium) and run the whole test suite
+#   make up     - start the code server, daemon and webserver as separate processes; `make down` stops them
 #
 # Every set-up step is idempotent and stamped, so a second run goes straight to the work.
 
@@ -55,7 +56,7 @@ APT_GET_FN = apt_get() { \
 	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo -n -E apt-get "$$@"; \
 	  else echo "ERROR: cannot run apt-get (not root, no passwordless sudo)." >&2; return 1; fi; }
 
-.PHONY: help venv java tools home demo test lint dev up down validate bench lock clean
+.PHONY: help venv java tools services-deps home demo test lint dev up down validate bench lock clean
 
 help: ## Show this list of targets
 	@echo "ml_assets - make targets (quick start: 'make demo', 'make test')"
@@ -133,11 +134,43 @@ $(AZURITE):
 	@test -x $@ || { echo "ERROR: npm finished but $@ is missing." >&2; exit 1; }
 	@touch $@
 
-home: $(HOME_DIR)/dagster.yaml ## Create DAGSTER_HOME (.dagster_home/) with the repo's dagster.yaml
+services-deps: ## Make sure Debian's PostgreSQL server and Chromium are present (apt-get installs them)
+	@missing=""; \
+	if [ -z "$${PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	  missing="$$missing postgresql"; fi; \
+	if ! command -v chromium >/dev/null 2>&1; then missing="$$missing chromium"; fi; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	echo ">> installing$$missing (PostgreSQL server for the instance tests, Chromium for the UI tests)"; \
+	$(APT_GET_FN); \
+	{ apt_get update -qq && apt_get install -y -qq --no-install-recommends $$missing; } || { \
+	  echo "ERROR: could not install$$missing. Install Debian's packages ($$missing) and retry," \
+	       "or set PG_BIN_DIR to a folder with initdb and pg_ctl." >&2; \
+	  exit 1; }; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "$${PG_BIN_DIR:-}" ] || { \
+	  echo "ERROR: postgresql installed but no /usr/lib/postgresql/*/bin/initdb." >&2; exit 1; }; \
+	command -v chromium >/dev/null 2>&1 || { echo "ERROR: chromium installed but not on PATH." >&2; exit 1; }
 
-$(HOME_DIR)/dagster.yaml: dagster.yaml
-	@mkdir -p $(HOME_DIR)
-	cp dagster.yaml $@
+# DAGSTER_HOME's instance profile: PROFILE=sqlite (dagster.yaml, embedded, zero set-up) or
+# PROFILE=postgres (deploy/dagster.postgres.yaml: needs DAGSTER_POSTGRES_* in the environment,
+# then `dagster instance migrate`). Without PROFILE the home keeps the profile it has.
+PROFILE ?=
+PROFILE_FILE_sqlite   := dagster.yaml
+PROFILE_FILE_postgres := deploy/dagster.postgres.yaml
+
+home: ## Create/refresh DAGSTER_HOME (.dagster_home/); PROFILE=postgres|sqlite switches its instance profile
+	@prof="$(PROFILE)"; \
+	if [ -z "$$prof" ]; then prof="$$(cat $(HOME_DIR)/.profile 2>/dev/null || echo sqlite)"; fi; \
+	case "$$prof" in \
+	  sqlite) src=$(PROFILE_FILE_sqlite) ;; \
+	  postgres) src=$(PROFILE_FILE_postgres) ;; \
+	  *) echo "ERROR: unknown PROFILE '$$prof' (use sqlite or postgres)." >&2; exit 1 ;; \
+	esac; \
+	mkdir -p $(HOME_DIR); \
+	if ! cmp -s "$$src" $(HOME_DIR)/dagster.yaml; then \
+	  cp "$$src" $(HOME_DIR)/dagster.yaml; \
+	  echo ">> $(HOME_DIR)/dagster.yaml <- $$src (profile $$prof)"; \
+	fi; \
+	echo "$$prof" > $(HOME_DIR)/.profile
 
 # ---------------------------------------------------------------------------------------------
 # Work
@@ -145,7 +178,7 @@ $(HOME_DIR)/dagster.yaml: dagster.yaml
 demo: venv java home ## Run the main job end to end on embedded defaults
 	$(VENV)/bin/ml-assets demo
 
-test: venv java tools home ## Run the whole test suite (PYTEST_ARGS=... passes extra arguments)
+test: venv java tools services-deps home ## Run the whole test suite (PYTEST_ARGS=... passes extra arguments)
 	@echo "$(PY) -m pytest $(PYTEST_ARGS)"
 	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n "$(PYTEST_RC_FILE)" ]; then echo $$rc > "$(PYTEST_RC_FILE)"; fi; \
@@ -167,7 +200,7 @@ down: ## Stop the services 'make up' started (SIGTERM; all three stop within 10 
 validate: venv java home ## Load and validate the Dagster definitions
 	$(VENV)/bin/dagster definitions validate -w workspace.yaml
 
-bench: venv java tools home ## Run every bench/*.py script
+bench: venv java tools services-deps home ## Run every bench/*.py script
 	@shopt -s nullglob; scripts=(bench/*.py); \
 	if [ $${#scripts[@]} -eq 0 ]; then echo "no bench/*.py scripts found"; exit 0; fi; \
 	for s in "$${scripts[@]}"; do echo ">> $(PY) $$s"; $(PY) "$$s"; done
