@@ -5,6 +5,7 @@ import dagster as dg
 from ml_assets.defs.assets.evaluation import candidate_model, evaluation_blob, latest_version
 from ml_assets.defs.assets.training import MODEL_NAME
 from ml_assets.defs.checks.promotion import verdict_blob
+from ml_assets.defs.execution import STORE_RETRY, permanent_failure
 from ml_assets.defs.freshness import deployment_freshness
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.storage import BlobNotFoundError
@@ -17,16 +18,17 @@ on_gate_passed = (
 
 
 @dg.asset(group_name=DEPLOYMENT_GROUP, deps=[candidate_model], automation_condition=on_gate_passed,
-          kinds={"tensorflow"}, code_version="1", freshness_policy=deployment_freshness)
+          kinds={"tensorflow"}, code_version="1", freshness_policy=deployment_freshness,
+          retry_policy=STORE_RETRY)
 def deployed_model(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """The model version serving traffic: the champion pointer, moved by compare-and-swap."""
     version = latest_version(context.instance, candidate_model.key)
     try:
         verdict = blob_store.get_json(verdict_blob(version))
     except BlobNotFoundError:
-        raise dg.Failure(f"candidate v{version} has no promotion verdict: run its promotion_gate check") from None
+        raise permanent_failure(f"candidate v{version} has no promotion verdict: run its promotion_gate check") from None
     if not verdict["passed"]:
-        raise dg.Failure(f"candidate v{version} did not pass its promotion gate: {verdict['summary']}")
+        raise permanent_failure(f"candidate v{version} did not pass its promotion gate: {verdict['summary']}")
     evaluated_against = blob_store.get_json(evaluation_blob(version))["champion"]
     expected = evaluated_against["version"] if evaluated_against else None
     store = blob_store.models()

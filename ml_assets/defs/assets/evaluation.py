@@ -12,6 +12,7 @@ from ml_assets.defs.assets.training import (
     sklearn_candidate,
 )
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.defs.freshness import evaluation_freshness
 from ml_assets.ml.clustering import CLUSTER_COLUMN
 from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN
@@ -33,7 +34,7 @@ def plot_blob(version: int) -> str:
 def latest_version(instance: dg.DagsterInstance, key: dg.AssetKey) -> int:
     event = instance.get_latest_materialization_event(key)
     if event is None or "version" not in event.asset_materialization.metadata:
-        raise dg.Failure(f"{key.to_user_string()} has no trained version yet")
+        raise permanent_failure(f"{key.to_user_string()} has no trained version yet")
     return int(event.asset_materialization.metadata["version"].value)
 
 
@@ -46,7 +47,7 @@ def as_gate_input(result) -> dict:
 
 
 @dg.asset(group_name=TRAINING_GROUP, deps=[keras_candidate, sklearn_candidate], kinds={"python"},
-          code_version="1", freshness_policy=evaluation_freshness)
+          code_version="1", freshness_policy=evaluation_freshness, pool=SPARK_POOL, retry_policy=STORE_RETRY)
 def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFrame,
                     blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """The better of the fresh candidates, evaluated beside the champion on the same holdout days."""
@@ -60,7 +61,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
 
     holdout = training_set.where(f"{SPLIT_COLUMN} = '{HOLDOUT}'").toPandas()
     if holdout.empty:
-        raise dg.Failure("the holdout split has no rows")
+        raise permanent_failure("the holdout split has no rows")
     store = blob_store.models()
     champion = store.champion(MODEL_NAME).version
     keras_version = latest_version(context.instance, keras_candidate.key)

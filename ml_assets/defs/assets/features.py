@@ -5,6 +5,7 @@ import dagster as dg
 from ml_assets.defs.assets.raw import raw_asset_key
 from ml_assets.defs.automation import on_upstream_day_changed
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY
 from ml_assets.defs.freshness import data_freshness
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.features import build_features, build_labels, joined_frame
@@ -21,6 +22,8 @@ _SPARK_DAILY = dict(
     ins=_RAW_INS,
     code_version="1",
     kinds={"spark", "parquet"},
+    pool=SPARK_POOL,
+    retry_policy=STORE_RETRY,
 )
 
 

@@ -10,6 +10,7 @@ from ml_assets.defs.assets.features import features, labels
 from ml_assets.defs.assets.training import MODEL_NAME
 from ml_assets.defs.automation import on_day_changed_ignoring
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import STORE_RETRY, permanent_failure
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.resources.blob_store import BlobStoreResource
@@ -37,7 +38,7 @@ def champion_or_fail(blob_store: BlobStoreResource) -> tuple[int, dict]:
     store = blob_store.models()
     version = store.champion(MODEL_NAME).version
     if version is None:
-        raise dg.Failure(f"{MODEL_NAME} has no champion yet: monitoring starts after the first deployment")
+        raise permanent_failure(f"{MODEL_NAME} has no champion yet: monitoring starts after the first deployment")
     return version, store.get(MODEL_NAME, version).manifest
 
 
@@ -52,7 +53,7 @@ def _png_md(name: str, png: bytes) -> dg.MetadataValue:
 
 
 @dg.asset(group_name=MONITORING_GROUP, deps=[deployed_model], kinds={"python"}, code_version="1",
-          automation_condition=dg.AutomationCondition.eager())
+          automation_condition=dg.AutomationCondition.eager(), retry_policy=STORE_RETRY)
 def reference_stats(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """Fixed bins and category frequencies of the champion's training window, computed once per champion."""
     from ml_assets.ml.drift import NumericReference, ReferenceStats
@@ -67,7 +68,7 @@ def reference_stats(context: dg.AssetExecutionContext, blob_store: BlobStoreReso
     except BlobNotFoundError:
         window = (manifest.get("data_window") or {}).get("train_days")
         if not window:
-            raise dg.Failure(f"{MODEL_NAME} v{version}'s manifest names no training days") from None
+            raise permanent_failure(f"{MODEL_NAME} v{version}'s manifest names no training days") from None
         frame = blob_store.datasets().read_frame("features", window, columns=SPEC.features.names)
         reference = summarise(frame, SPEC.features.numeric_names, SPEC.features.categorical_names, window,
                               bins=DRIFT.bins, sample_size=DRIFT.sample_size, top_k=DRIFT.top_k)
@@ -87,7 +88,8 @@ def reference_stats(context: dg.AssetExecutionContext, blob_store: BlobStoreReso
 
 
 @dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, deps=[features, reference_stats],
-          kinds={"python"}, code_version="1", automation_condition=on_day_changed_ignoring(reference_stats))
+          kinds={"python"}, code_version="1", automation_condition=on_day_changed_ignoring(reference_stats),
+          retry_policy=STORE_RETRY)
 def feature_drift(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """Per-feature drift of the day (and its trailing window) against the champion's stored reference."""
     from ml_assets.ml.drift import DriftThresholds, ReferenceStats, drift, plot_drift
@@ -97,14 +99,14 @@ def feature_drift(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
     try:
         reference = ReferenceStats.from_json(blob_store.blob_store().get(reference_blob(version)).decode())
     except BlobNotFoundError:
-        raise dg.Failure(f"no reference statistics for champion v{version}: materialize reference_stats") from None
+        raise permanent_failure(f"no reference statistics for champion v{version}: materialize reference_stats") from None
     datasets = blob_store.datasets()
     # One pointer read per day of the window, not a listing of every stored partition.
     last = dt.date.fromisoformat(day)
     days = [(last - dt.timedelta(days=back)).isoformat() for back in reversed(range(DRIFT.current_days))]
     window = [d for d in days if datasets.current("features", d) is not None]
     if day not in window:
-        raise dg.Failure(f"features has no data for {day}")
+        raise permanent_failure(f"features has no data for {day}")
     current = datasets.read_frame("features", window, columns=list(reference.features))
     thresholds = DriftThresholds(psi=DRIFT.psi, wasserstein=DRIFT.wasserstein, js_distance=DRIFT.js_distance,
                                  numeric_rule=DRIFT.numeric_rule, min_count=DRIFT.min_count)
@@ -149,7 +151,7 @@ labels_settled = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=PERFOR
 
 @dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, kinds={"python"}, code_version="1",
           deps=[features, dg.AssetDep(labels, partition_mapping=labels_settled), deployed_model],
-          automation_condition=on_day_changed_ignoring(deployed_model))
+          automation_condition=on_day_changed_ignoring(deployed_model), retry_policy=STORE_RETRY)
 def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """The champion's metric on the day's labels, once they are complete, against its holdout value."""
     from ml_assets.ml.performance import live_performance as judge
@@ -158,7 +160,7 @@ def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreRes
     datasets = blob_store.datasets()
     settled = (dt.date.fromisoformat(day) + dt.timedelta(days=PERFORMANCE.label_lag_days)).isoformat()
     if datasets.current("labels", settled) is None:
-        raise dg.Failure(f"labels of {day} are not complete until the labels of {settled} exist "
+        raise permanent_failure(f"labels of {day} are not complete until the labels of {settled} exist "
                          f"(label_lag_days={PERFORMANCE.label_lag_days})")
     version, manifest = champion_or_fail(blob_store)
     keys = [*SPEC.key_columns, PARTITION_COLUMN]

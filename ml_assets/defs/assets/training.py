@@ -11,6 +11,7 @@ from pydantic import Field
 from ml_assets.defs.assets.clusters import clusters
 from ml_assets.defs.assets.features import features, labels
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN, choose_window, labelled_examples
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
@@ -28,14 +29,17 @@ class TrainingSetConfig(dg.Config):
 
 
 @dg.asset(group_name=TRAINING_GROUP, deps=[features, labels, clusters], io_manager_key="spark_io",
-          kinds={"spark", "parquet"}, code_version="1")
+          kinds={"spark", "parquet"}, code_version="1", pool=SPARK_POOL, retry_policy=STORE_RETRY)
 def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, blob_store: BlobStoreResource,
                  pyspark: LazySparkResource) -> SparkDataFrame:
     """Labelled examples of the training window and the holdout days after it."""
     datasets = blob_store.datasets()
     labelled = sorted(set(datasets.partitions("labels")) & set(datasets.partitions("features")))
-    window = choose_window(labelled, config.as_of, SPEC.training.window_days, SPEC.training.holdout_days,
-                           config.min_train_days)
+    try:
+        window = choose_window(labelled, config.as_of, SPEC.training.window_days, SPEC.training.holdout_days,
+                               config.min_train_days)
+    except ValueError as exc:  # too few labelled days: waiting, not retrying, brings more
+        raise permanent_failure(str(exc)) from exc
     days = window.train_days + window.holdout_days
     spark = pyspark.spark_session
 
@@ -73,7 +77,7 @@ class SklearnConfig(dg.Config):
 def _split(training: SparkDataFrame, split: str):
     examples = training.where(f"{SPLIT_COLUMN} = '{split}'").toPandas()
     if examples.empty:
-        raise dg.Failure(f"the {split} split has no rows")
+        raise permanent_failure(f"the {split} split has no rows")
     return examples
 
 
@@ -130,7 +134,8 @@ def _train_and_publish(context: dg.AssetExecutionContext, blob_store: BlobStoreR
                     len(examples), _holdout_metrics(model, training_set))
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"tensorflow"}, code_version="1")
+@dg.asset(group_name=TRAINING_GROUP, kinds={"tensorflow"}, code_version="1", pool=SPARK_POOL,
+          retry_policy=STORE_RETRY)
 def keras_candidate(context: dg.AssetExecutionContext, config: KerasConfig, training_set: SparkDataFrame,
                     blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """A Keras network with its preprocessing inside, saved as a TF Serving SavedModel."""
@@ -141,7 +146,8 @@ def keras_candidate(context: dg.AssetExecutionContext, config: KerasConfig, trai
     return _train_and_publish(context, blob_store, training_set, "keras", train_keras, params, config.seed)
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"scikitlearn"}, code_version="1")
+@dg.asset(group_name=TRAINING_GROUP, kinds={"scikitlearn"}, code_version="1", pool=SPARK_POOL,
+          retry_policy=STORE_RETRY)
 def sklearn_candidate(context: dg.AssetExecutionContext, config: SklearnConfig, training_set: SparkDataFrame,
                       blob_store: BlobStoreResource) -> dg.MaterializeResult:
     """A histogram gradient-boosting pipeline with its encoders inside, saved with skops."""

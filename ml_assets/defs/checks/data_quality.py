@@ -4,12 +4,14 @@ import dagster as dg
 
 from ml_assets.defs.assets.features import features, labels
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.features import daily_profile, expected_feature_types, schema_problems
 from ml_assets.resources.spark import SparkDataFrame
 
 
 @dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
+                pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="Every spec feature is present with its type")
 def features_schema(features: SparkDataFrame) -> dg.AssetCheckResult:
     expected = expected_feature_types(SPEC)
@@ -22,6 +24,7 @@ def features_schema(features: SparkDataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
+                pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="Each day has enough rows and each feature's null rate is within bounds")
 def features_quality(features: SparkDataFrame) -> dg.AssetCheckResult:
     profile = daily_profile(features, SPEC.features.names)
@@ -49,6 +52,7 @@ def features_quality(features: SparkDataFrame) -> dg.AssetCheckResult:
 
 
 @dg.asset_check(asset=labels, blocking=True, partitions_def=daily_partitions,
+                pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="Each day's label rate is within quality.label_rate")
 def label_rate(labels: SparkDataFrame) -> dg.AssetCheckResult:
     from pyspark.sql import functions as F

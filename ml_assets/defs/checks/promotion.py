@@ -6,6 +6,7 @@ from pydantic import Field
 from ml_assets.defs.assets.evaluation import candidate_model, evaluation_blob, latest_version
 from ml_assets.defs.assets.training import MODEL_NAME
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import STORE_RETRY
 from ml_assets.ml.gate import decide
 from ml_assets.resources.blob_store import BlobStoreResource
 
@@ -22,7 +23,7 @@ class GateConfig(dg.Config):
     )
 
 
-@dg.asset_check(asset=candidate_model, name=PROMOTION_GATE, blocking=True,
+@dg.asset_check(asset=candidate_model, name=PROMOTION_GATE, blocking=True, retry_policy=STORE_RETRY,
                 description="Absolute bars, beats the champion, no slice regression, serves within budget")
 def promotion_gate(context: dg.AssetCheckExecutionContext, config: GateConfig,
                    blob_store: BlobStoreResource) -> dg.AssetCheckResult:
