@@ -1,37 +1,83 @@
-# ml_assets runtime image: Dagster UI + daemon (`dagster dev`) with local Spark.
+# ml_assets production image: one image, every role by command (no `dagster dev`).
+#
 #   docker build -t ml-assets .
-#   docker run --rm -p 3000:3000 ml-assets
-FROM python:3.11-slim-bookworm
+#   code server: dagster code-server start -m ml_assets.definitions -h 0.0.0.0 -p 4000 --location-name ml_assets
+#   daemon:      dagster-daemon run -w /opt/ml_assets/deploy/workspace.yaml
+#   webserver:   dagster-webserver -w /opt/ml_assets/deploy/workspace.yaml -h 0.0.0.0 -p 3000 (default CMD)
+#
+# docker-compose.yml runs the three with PostgreSQL and Azurite. The instance profile is the
+# PostgreSQL one (deploy/dagster.postgres.yaml): DAGSTER_POSTGRES_* come from the environment.
 
-ENV PYTHONUNBUFFERED=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PIP_NO_CACHE_DIR=1 \
+# ---------------------------------------------------------------------------------------------
+# Build stage: a virtualenv with the runtime lock (requirements.lock, no dev extras) + the package
+# ---------------------------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_NO_CACHE=1 \
-    UV_PYTHON_DOWNLOADS=never \
-    DAGSTER_HOME=/opt/dagster/home \
-    DAGSTER_DISABLE_TELEMETRY=1 \
-    SPARK_LOCAL_IP=127.0.0.1 \
-    PYSPARK_PYTHON=/usr/local/bin/python
+    UV_PYTHON_DOWNLOADS=never
 
-# Java for Spark (bookworm's default-jre-headless is OpenJDK 17); procps gives Spark's scripts `ps`.
+RUN pip install "uv==0.13.9" \
+ && python -m venv /opt/venv
+
+# Dependencies layer: rebuilt only when the runtime lock changes.
+COPY requirements.lock /tmp/requirements.lock
+RUN uv pip install --python /opt/venv/bin/python -r /tmp/requirements.lock
+
+# The project itself (not editable: the image carries no source tree to edit).
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY ml_assets ./ml_assets
+RUN uv pip install --python /opt/venv/bin/python --no-deps . \
+ && /opt/venv/bin/python -c "import ml_assets.services, ml_assets.cli"
+
+# ---------------------------------------------------------------------------------------------
+# Runtime stage
+# ---------------------------------------------------------------------------------------------
+FROM python:3.11-slim-bookworm AS runtime
+
+# Java for Spark (bookworm's default-jre-headless is OpenJDK 17); procps gives Spark's scripts
+# `ps`; tini is PID 1: it forwards SIGTERM to the service and reaps the run workers it leaves.
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
- && apt-get install -y --no-install-recommends default-jre-headless procps \
+ && apt-get install -y --no-install-recommends default-jre-headless procps tini \
  && rm -rf /var/lib/apt/lists/*
 
-WORKDIR /opt/ml_assets
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DAGSTER_HOME=/opt/dagster/home \
+    DAGSTER_DISABLE_TELEMETRY=1 \
+    ML_ASSETS_WORKSPACE=/opt/ml_assets/deploy/workspace.yaml \
+    ML_ASSETS_CODE_SERVER_HOST=code-server \
+    ML_ASSETS_CODE_SERVER_PORT=4000 \
+    ML_ASSETS_STORE_ROOT=/var/lib/ml_assets/store \
+    ML_ASSETS_CACHE_DIR=/var/lib/ml_assets/cache \
+    ML_ASSETS_OUTBOX_DIR=/var/lib/ml_assets/outbox \
+    SPARK_LOCAL_IP=127.0.0.1 \
+    PYSPARK_PYTHON=/opt/venv/bin/python
 
-# Dependencies layer: rebuilt only when the lock (or pyproject) changes.
-COPY pyproject.toml requirements.lock ./
-RUN pip install "uv==0.13.9" \
- && uv pip install --system -r requirements.lock
+# A non-root user owns everything the services write: DAGSTER_HOME/storage (compute logs, local
+# artifacts) and /var/lib/ml_assets (model cache, outbox, local store), both volumes in compose.
+RUN groupadd --system --gid 10001 dagster \
+ && useradd --system --uid 10001 --gid dagster --home-dir /opt/dagster --shell /usr/sbin/nologin dagster \
+ && mkdir -p /opt/dagster/home/storage /opt/ml_assets/deploy \
+             /var/lib/ml_assets/store /var/lib/ml_assets/cache /var/lib/ml_assets/outbox \
+ && chown -R dagster:dagster /opt/dagster /var/lib/ml_assets
 
-# The project itself.
-COPY . .
-RUN uv pip install --system --no-deps . \
- && mkdir -p "$DAGSTER_HOME" \
- && cp dagster.yaml "$DAGSTER_HOME/dagster.yaml"
+COPY --from=build /opt/venv /opt/venv
+# The production instance profile (PostgreSQL) and the workspace that points at the code server.
+COPY deploy/dagster.postgres.yaml /opt/dagster/home/dagster.yaml
+COPY deploy/workspace.yaml /opt/ml_assets/deploy/workspace.yaml
 
-EXPOSE 3000
-CMD ["dagster", "dev", "-w", "workspace.yaml", "-h", "0.0.0.0", "-p", "3000"]
+USER dagster:dagster
+WORKDIR /opt/dagster/home
+
+EXPOSE 3000 4000
+# Whichever role runs here: webserver GET /server_info, code server gRPC health, daemon liveness.
+HEALTHCHECK --interval=30s --timeout=20s --start-period=120s --retries=3 \
+  CMD ["python", "-m", "ml_assets.services", "health"]
+
+ENTRYPOINT ["/usr/bin/tini", "--"]
+CMD ["dagster-webserver", "-w", "/opt/ml_assets/deploy/workspace.yaml", "-h", "0.0.0.0", "-p", "3000"]

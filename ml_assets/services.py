@@ -23,7 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,6 +122,18 @@ class Services:
         self.stop()
 
 
+def service_commands(host: str, grpc_port: int, webserver_port: int, workspace: Path | str,
+                     script: Callable[[str], str] = str) -> dict[str, list[str]]:
+    """Each role's command line; docker-compose.yml runs the same ones (a test compares them)."""
+    return {
+        "code-server": [script("dagster"), "code-server", "start", "-m", DEFINITIONS_MODULE,
+                        "-h", host, "-p", str(grpc_port), "--location-name", LOCATION_NAME],
+        "daemon": [script("dagster-daemon"), "run", "-w", str(workspace)],
+        "webserver": [script("dagster-webserver"), "-w", str(workspace), "-h", host,
+                      "-p", str(webserver_port)],
+    }
+
+
 def child_env(home: Path, host: str, grpc_port: int, env: Mapping[str, str] | None) -> dict[str, str]:
     merged = {**os.environ, **(env or {})}
     merged.update({"DAGSTER_HOME": str(home), HOST_VAR: host, PORT_VAR: str(grpc_port)})
@@ -156,13 +168,7 @@ def start(
     run_env = child_env(home, host, grpc_port, env)
     services = Services(host=host, grpc_port=grpc_port, webserver_port=webserver_port,
                         workspace=workspace)
-    commands = {
-        "code-server": [_script("dagster"), "code-server", "start", "-m", DEFINITIONS_MODULE,
-                        "-h", host, "-p", str(grpc_port), "--location-name", LOCATION_NAME],
-        "daemon": [_script("dagster-daemon"), "run", "-w", str(workspace)],
-        "webserver": [_script("dagster-webserver"), "-w", str(workspace), "-h", host,
-                      "-p", str(webserver_port or 0)],
-    }
+    commands = service_commands(host, grpc_port, webserver_port or 0, workspace, script=_script)
     try:
         for role in ROLES:
             if role not in roles:
@@ -262,6 +268,85 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
+def _option(argv: list[str], *names: str) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg in names:
+            return argv[i + 1]
+    for arg in argv:
+        for name in names:
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+    return None
+
+
+def running_roles(under: int | None = None) -> dict[str, tuple[int, list[str]]]:
+    """The Dagster services running here (or under PID `under`): role -> (pid, command line)."""
+    found: dict[str, tuple[int, list[str]]] = {}
+    allowed = set(descendants(under)) if under is not None else None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        if allowed is not None and int(entry.name) not in allowed:
+            continue
+        try:
+            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
+        except OSError:
+            continue
+        names = [Path(a).name for a in argv[:3]]
+        pid = int(entry.name)
+        if "dagster-webserver" in names or "dagster_webserver" in argv[:3]:
+            found.setdefault("webserver", (pid, argv))
+        elif "dagster-daemon" in names and "run" in argv:
+            found.setdefault("daemon", (pid, argv))
+        elif "code-server" in argv and "start" in argv:
+            found.setdefault("code-server", (pid, argv))
+    return found
+
+
+def _environ_of(pid: int) -> dict[str, str]:
+    """The process's environment (DAGSTER_HOME, storage settings), else ours."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return dict(os.environ)
+    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
+    return {key: value for key, _, value in pairs}
+
+
+def _check_role(role: str, argv: list[str], env: Mapping[str, str]) -> str | None:
+    """None when the service answers, else what is wrong."""
+    host = _option(argv, "-h", "--host") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    if role == "webserver":
+        port = int(_option(argv, "-p", "--port") or 3000)
+        url = f"http://{host}:{port}/server_info"
+        return None if _http_ok(url) else f"webserver: GET {url} failed"
+    if role == "code-server":
+        port = int(_option(argv, "-p", "--port") or 4000)
+        ok = _grpc_serving(host, port, env)
+        return None if ok else f"code server: gRPC health check on {host}:{port} failed"
+    result = subprocess.run([_script("dagster-daemon"), "liveness-check"], capture_output=True,
+                            text=True, env=dict(env), stdin=subprocess.DEVNULL, timeout=60)
+    last = (result.stdout + result.stderr).strip().splitlines()[-1:] or [""]
+    return None if result.returncode == 0 else f"daemon: liveness-check failed: {last[0]}"
+
+
+def _health(args: argparse.Namespace) -> int:
+    roles = running_roles(args.under)
+    if args.role:
+        roles = {r: found for r, found in roles.items() if r == args.role}
+    if not roles:
+        print(f"unhealthy: no {args.role or 'Dagster service'} process running here", file=sys.stderr)
+        return 1
+    problems = [problem for role, (pid, argv) in roles.items()
+                if (problem := _check_role(role, argv, _environ_of(pid)))]
+    for problem in problems:
+        print(f"unhealthy: {problem}", file=sys.stderr)
+    if not problems:
+        print("healthy: " + ", ".join(sorted(roles)))
+    return 1 if problems else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ml_assets.services", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -276,8 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     down = sub.add_parser("down", help="stop the services that `up` started on this DAGSTER_HOME")
     down.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME)")
     down.add_argument("--timeout", type=float, default=15.0)
+    health = sub.add_parser("health", help="exit 0 when the services running here answer "
+                            "(the Docker image's HEALTHCHECK)")
+    health.add_argument("--role", choices=ROLES, help="check only this role")
+    health.add_argument("--under", type=int, help="only services started by this PID (e.g. `up`)")
     args = parser.parse_args(argv)
-    return _up(args) if args.command == "up" else _down(args)
+    return {"up": _up, "down": _down, "health": _health}[args.command](args)
 
 
 if __name__ == "__main__":

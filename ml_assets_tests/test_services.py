@@ -90,6 +90,12 @@ def test_up_serves_the_location_from_the_code_server_and_stops_cleanly(tmp_path,
         assert {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR", "ASSET"} <= set(daemons)
         assert all(daemons.values()), daemons
 
+        # The image's HEALTHCHECK command, restricted to this stack.
+        health = subprocess.run([sys.executable, "-m", "ml_assets.services", "health", "--under",
+                                 str(up.pid)], capture_output=True, text=True, timeout=120)
+        assert health.returncode == 0, health.stdout + health.stderr
+        assert health.stdout.strip() == "healthy: code-server, daemon, webserver"
+
         # The whole tree, e.g. the code server's `dagster api grpc` child, before the stop.
         tree = descendants(up.pid)
         assert set(info["pids"].values()) <= set(tree)
@@ -111,6 +117,10 @@ def test_up_serves_the_location_from_the_code_server_and_stops_cleanly(tmp_path,
     assert not any(group_members(pid) for pid in info["pids"].values())
     expected = "SIGTERM" if stop_with == "down" else stop_with
     assert f"{expected} received" in "".join(lines)
+    health = subprocess.run([sys.executable, "-m", "ml_assets.services", "health", "--under",
+                             str(os.getpid())], capture_output=True, text=True, timeout=60)
+    assert health.returncode == 1
+    assert "no Dagster service process running here" in health.stderr
     assert not (home / "services.pid").exists()
 
 
