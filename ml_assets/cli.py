@@ -162,12 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("land", "demo") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
+    from ml_assets.defs.resources import EnvConfigError
     from ml_assets.spec import SpecError
     from ml_assets.storage import BlobStoreError
 
     try:
         return args.func(args)
-    except (SpecError, BlobStoreError) as exc:
+    except (EnvConfigError, SpecError, BlobStoreError) as exc:
         print(f"ml-assets: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:

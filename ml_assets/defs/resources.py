@@ -1,17 +1,37 @@
-"""Resources per environment: ML_ASSETS_ENV=local (default, everything embedded) or azure."""
+"""Resources per environment, built from environment variables: the one place that reads them.
 
+ML_ASSETS_ENV=local (default, everything embedded) or azure. Dagster runs (through
+`ml_assets.definitions`), the CLI (`serve`, `rollback`, `history`, `land`, `demo`) and the
+replay all get their resources from `resources_for_environment`.
+
+Secrets (AZURE_STORAGE_CONNECTION_STRING, AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN,
+SMTP_PASSWORD) are handed to the resources as `dg.EnvVar`, so the UI, run configs and job
+snapshots show the variable's name and never its value; a run resolves them when it starts, and a
+resource used outside a run reads the same variable (`ml_assets.resources.envvar`). Every value
+is checked here, when the code location loads: a missing or malformed one raises EnvConfigError
+naming the variable, instead of failing later inside a run or a command.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
 import json
 import os
+import re
+from collections.abc import Callable
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 import dagster as dg
 
-from ml_assets.resources.blob_store import BlobStoreResource
+from ml_assets.resources.blob_store import DEFAULT_STORE_TIMEOUT_S, BlobStoreResource
 from ml_assets.resources.email import EmailResource
 from ml_assets.resources.spark import LazySparkResource
 from ml_assets.resources.spark_io import SparkParquetIOManager
 
 ENV_VAR = "ML_ASSETS_ENV"
+ENVIRONMENTS = ("local", "azure")
 
 # Local Spark that stays on loopback and keeps shuffles small for day-sized data.
 DEFAULT_SPARK_CONFIG: dict[str, str] = {
@@ -29,26 +49,67 @@ DEFAULT_SPARK_CONFIG: dict[str, str] = {
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
 }
 
+# Azure's rule for container names: 3-63 lowercase letters, digits and single hyphens.
+_CONTAINER_NAME = re.compile(r"^(?=.{3,63}$)[a-z0-9]+(-[a-z0-9]+)*$")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class EnvConfigError(ValueError):
+    """An environment variable is missing or malformed; the message names it (never a secret's value)."""
+
+
+def _env(name: str) -> str | None:
+    """The variable's value; unset and blank are the same."""
+    value = os.environ.get(name)
+    return value if value and value.strip() else None
+
+
+def _secret(name: str) -> dg.EnvVar | None:
+    return dg.EnvVar(name) if _env(name) else None
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = _env(name)
+    if value is None:
+        return default
+    if value.strip().lower() not in _TRUE + _FALSE:
+        raise EnvConfigError(f"{name}={value!r} is not a boolean: use one of {', '.join(_TRUE + _FALSE)}")
+    return value.strip().lower() in _TRUE
+
 
 def spark_config() -> dict[str, str]:
     """Defaults, then ML_ASSETS_SPARK_MASTER, then ML_ASSETS_SPARK_CONF (a JSON object) on top."""
     config = dict(DEFAULT_SPARK_CONFIG)
-    if os.environ.get("ML_ASSETS_SPARK_MASTER"):
-        config["spark.master"] = os.environ["ML_ASSETS_SPARK_MASTER"]
-    overrides = os.environ.get("ML_ASSETS_SPARK_CONF")
+    if _env("ML_ASSETS_SPARK_MASTER"):
+        config["spark.master"] = os.environ["ML_ASSETS_SPARK_MASTER"].strip()
+    overrides = _env("ML_ASSETS_SPARK_CONF")
     if overrides:
         try:
             parsed = json.loads(overrides)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"ML_ASSETS_SPARK_CONF is not a JSON object: {exc}") from None
+            raise EnvConfigError(f"ML_ASSETS_SPARK_CONF is not a JSON object: {exc}") from None
         if not isinstance(parsed, dict):
-            raise ValueError("ML_ASSETS_SPARK_CONF must be a JSON object of Spark settings")
+            raise EnvConfigError("ML_ASSETS_SPARK_CONF must be a JSON object of Spark settings")
         config.update({str(k): str(v) for k, v in parsed.items()})
     return config
 
 
 def _data_dir(name: str, env_var: str) -> str:
-    return str(Path(os.environ.get(env_var, f".data/{name}")).resolve())
+    return str(Path(_env(env_var) or f".data/{name}").resolve())
+
+
+def store_timeout_s() -> float:
+    """ML_ASSETS_STORE_TIMEOUT_S: seconds before a request to the store fails (default 120)."""
+    value = _env("ML_ASSETS_STORE_TIMEOUT_S")
+    if value is None:
+        return DEFAULT_STORE_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise EnvConfigError(f"ML_ASSETS_STORE_TIMEOUT_S={value!r} is not a positive number of seconds")
+    return seconds
 
 
 def local_blob_store() -> BlobStoreResource:
@@ -56,39 +117,121 @@ def local_blob_store() -> BlobStoreResource:
         backend="local",
         local_root=_data_dir("store", "ML_ASSETS_STORE_ROOT"),
         cache_dir=_data_dir("cache", "ML_ASSETS_CACHE_DIR"),
+        timeout_s=store_timeout_s(),
     )
 
 
+def _check_connection_string(value: str) -> None:
+    """The SDK's own parse, without importing it; the message never repeats the (secret) value."""
+    pairs: dict[str, str] = {}
+    for part in filter(str.strip, value.split(";")):
+        key, sep, item = part.partition("=")
+        if not sep or not key.strip():
+            raise EnvConfigError(
+                "AZURE_STORAGE_CONNECTION_STRING is malformed: expected 'Key=value' settings separated "
+                "by ';' (e.g. 'AccountName=...;AccountKey=...;EndpointSuffix=core.windows.net')"
+            )
+        pairs[key.strip().lower()] = item.strip()
+    if pairs.get("usedevelopmentstorage", "").lower() == "true":
+        return
+    if not (pairs.get("accountname") or pairs.get("blobendpoint")):
+        raise EnvConfigError("AZURE_STORAGE_CONNECTION_STRING names neither AccountName nor BlobEndpoint")
+
+
+def _check_account_url(url: str) -> None:
+    parsed = urlparse(url.strip())
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise EnvConfigError(
+            f"AZURE_STORAGE_ACCOUNT_URL={url!r} is not an http(s) URL such as "
+            "https://<account>.blob.core.windows.net"
+        )
+
+
+def _check_key_or_sas(key: str | None, sas: str | None) -> None:
+    if key and sas:
+        raise EnvConfigError("set AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, not both")
+    if key:
+        try:
+            base64.b64decode(key.strip(), validate=True)
+        except binascii.Error:
+            raise EnvConfigError("AZURE_STORAGE_KEY is not an account key (base64 text)") from None
+    if sas and "sig" not in parse_qs(sas.strip().lstrip("?")):
+        raise EnvConfigError("AZURE_STORAGE_SAS_TOKEN is not a SAS token (a query string with sv=...&sig=...)")
+
+
 def azure_blob_store() -> BlobStoreResource:
-    if os.environ.get("AZURE_STORAGE_CONNECTION_STRING"):
-        credentials = {"azure_connection_string": dg.EnvVar("AZURE_STORAGE_CONNECTION_STRING")}
+    """Connection string, else account URL with a key, a SAS token or DefaultAzureCredential."""
+    container = (_env("ML_ASSETS_CONTAINER") or "ml-assets").strip()
+    if not _CONTAINER_NAME.match(container):
+        raise EnvConfigError(
+            f"ML_ASSETS_CONTAINER={container!r} is not a valid Azure container name "
+            "(3-63 lowercase letters, digits and single hyphens)"
+        )
+    connection_string, url = _env("AZURE_STORAGE_CONNECTION_STRING"), _env("AZURE_STORAGE_ACCOUNT_URL")
+    if connection_string:
+        _check_connection_string(connection_string)
+        credentials: dict = {"azure_connection_string": _secret("AZURE_STORAGE_CONNECTION_STRING")}
+    elif url:
+        _check_account_url(url)
+        _check_key_or_sas(_env("AZURE_STORAGE_KEY"), _env("AZURE_STORAGE_SAS_TOKEN"))
+        credentials = {
+            "azure_account_url": url.strip(),
+            "azure_account_key": _secret("AZURE_STORAGE_KEY"),
+            "azure_sas_token": _secret("AZURE_STORAGE_SAS_TOKEN"),
+        }
     else:
-        credentials = {"azure_account_url": dg.EnvVar("AZURE_STORAGE_ACCOUNT_URL")}
-        if os.environ.get("AZURE_STORAGE_KEY"):
-            credentials["azure_account_key"] = dg.EnvVar("AZURE_STORAGE_KEY")
+        raise EnvConfigError(
+            f"{ENV_VAR}=azure needs AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_URL "
+            "(with AZURE_STORAGE_KEY, AZURE_STORAGE_SAS_TOKEN, or neither for DefaultAzureCredential); "
+            "neither is set"
+        )
     return BlobStoreResource(
         backend="azure",
-        container=os.environ.get("ML_ASSETS_CONTAINER", "ml-assets"),
+        container=container,
         cache_dir=_data_dir("cache", "ML_ASSETS_CACHE_DIR"),
+        timeout_s=store_timeout_s(),
         **credentials,
     )
 
 
+def _smtp_port() -> int:
+    value = _env("SMTP_PORT") or "587"
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 0 < port < 65536:
+        raise EnvConfigError(f"SMTP_PORT={value!r} is not a port number (1-65535)")
+    return port
+
+
+def _addresses(name: str, default: str) -> list[str]:
+    addresses = [a.strip() for a in (_env(name) or default).split(",") if a.strip()]
+    bad = [a for a in addresses if "@" not in a]
+    if not addresses or bad:
+        raise EnvConfigError(f"{name} must hold e-mail addresses (comma-separated), got {bad or 'none'}")
+    return addresses
+
+
 def email_resource() -> EmailResource:
-    """SMTP when SMTP_HOST is set (credentials from SMTP_USER / SMTP_PASSWORD), else the outbox folder."""
+    """SMTP when SMTP_HOST is set (login from SMTP_USER / SMTP_PASSWORD), else the outbox folder."""
+    host, user, password = _env("SMTP_HOST"), _env("SMTP_USER"), _env("SMTP_PASSWORD")
+    port, starttls = _smtp_port(), _flag("SMTP_STARTTLS", True)
+    if user and not password:
+        raise EnvConfigError("SMTP_USER is set but SMTP_PASSWORD is not: the SMTP login needs both")
+    if password and not user:
+        raise EnvConfigError("SMTP_PASSWORD is set but SMTP_USER is not: the SMTP login needs both")
+    if user and not host:
+        raise EnvConfigError("SMTP_USER is set but SMTP_HOST is not: reports would not go over SMTP")
     settings: dict = {
         "outbox_dir": _data_dir("outbox", "ML_ASSETS_OUTBOX_DIR"),
-        "sender": os.environ.get("ML_ASSETS_EMAIL_FROM", "ml-assets@localhost"),
-        "recipients": [r.strip() for r in os.environ.get("ML_ASSETS_EMAIL_TO", "ml-team@localhost").split(",") if r.strip()],
+        "sender": _addresses("ML_ASSETS_EMAIL_FROM", "ml-assets@localhost")[0],
+        "recipients": _addresses("ML_ASSETS_EMAIL_TO", "ml-team@localhost"),
     }
-    if os.environ.get("SMTP_HOST"):
-        settings |= {
-            "smtp_host": dg.EnvVar("SMTP_HOST"),
-            "smtp_port": int(os.environ.get("SMTP_PORT", "587")),
-            "smtp_starttls": os.environ.get("SMTP_STARTTLS", "true").lower() not in ("0", "false", "no"),
-        }
-        if os.environ.get("SMTP_USER"):
-            settings |= {"smtp_user": dg.EnvVar("SMTP_USER"), "smtp_password": dg.EnvVar("SMTP_PASSWORD")}
+    if host:
+        settings |= {"smtp_host": host.strip(), "smtp_port": port, "smtp_starttls": starttls}
+        if user:
+            settings |= {"smtp_user": user.strip(), "smtp_password": _secret("SMTP_PASSWORD")}
     return EmailResource(**settings)
 
 
@@ -105,8 +248,20 @@ def build_resources(blob_store: BlobStoreResource, spark: LazySparkResource | No
 
 
 def resources_for_environment(env: str | None = None) -> dict:
-    env = env or os.environ.get(ENV_VAR, "local")
-    stores = {"local": local_blob_store, "azure": azure_blob_store}
+    """Every resource of ML_ASSETS_ENV (or `env`); raises EnvConfigError listing each bad variable."""
+    env = env or (_env(ENV_VAR) or "local").strip()
+    stores: dict[str, Callable[[], BlobStoreResource]] = {"local": local_blob_store, "azure": azure_blob_store}
     if env not in stores:
-        raise ValueError(f"{ENV_VAR}={env!r} is not one of {sorted(stores)}")
-    return build_resources(stores[env]())
+        raise EnvConfigError(f"{ENV_VAR}={env!r} is not one of {', '.join(ENVIRONMENTS)}")
+    built: dict = {}
+    problems: list[str] = []
+    for name, build in (("blob_store", stores[env]), ("pyspark", lambda: LazySparkResource(spark_config=spark_config())),
+                        ("email", email_resource)):
+        try:
+            built[name] = build()
+        except EnvConfigError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise EnvConfigError("; ".join(problems) if len(problems) == 1 else
+                             f"{len(problems)} problems in the environment: " + "; ".join(problems))
+    return build_resources(built["blob_store"], built["pyspark"], built["email"])

@@ -9,8 +9,12 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field, PrivateAttr
 
-from ml_assets.storage import BlobStore, DatasetStore, LocalBlobStore
+from ml_assets.resources.envvar import field_value
+from ml_assets.storage import BlobStore, BlobStoreError, DatasetStore, LocalBlobStore
 from ml_assets.storage.model_store import ModelStore
+
+#: Seconds one store request may take, retries included (the Azure backend's default).
+DEFAULT_STORE_TIMEOUT_S = 120.0
 
 
 class BlobStoreResource(dg.ConfigurableResource):
@@ -22,11 +26,27 @@ class BlobStoreResource(dg.ConfigurableResource):
     local_root: str = Field(".data/store", description="Folder of the local backend")
     container: str = Field("ml-assets", description="Azure container holding every blob")
     azure_connection_string: str | None = Field(
-        None, description="Azure connection string (takes precedence over account URL and key)"
+        None, repr=False,
+        description="Azure connection string, a secret: pass it as EnvVar('AZURE_STORAGE_CONNECTION_STRING'); "
+                    "takes precedence over the account URL",
     )
-    azure_account_url: str | None = Field(None, description="e.g. https://<account>.blob.core.windows.net")
-    azure_account_key: str | None = Field(None, description="Account key; without it DefaultAzureCredential is used")
+    azure_account_url: str | None = Field(
+        None, description="e.g. https://<account>.blob.core.windows.net (env AZURE_STORAGE_ACCOUNT_URL)"
+    )
+    azure_account_key: str | None = Field(
+        None, repr=False, description="Account key, a secret: EnvVar('AZURE_STORAGE_KEY')"
+    )
+    azure_sas_token: str | None = Field(
+        None, repr=False,
+        description="SAS token, a secret: EnvVar('AZURE_STORAGE_SAS_TOKEN'); with neither key nor SAS "
+                    "token, DefaultAzureCredential signs in",
+    )
     cache_dir: str = Field(".data/cache", description="Local folder for blobs downloaded for Spark")
+    timeout_s: float = Field(
+        DEFAULT_STORE_TIMEOUT_S, gt=0,
+        description="Seconds after which an Azure request, retries included, fails instead of waiting "
+                    "on a store that does not answer (env ML_ASSETS_STORE_TIMEOUT_S)",
+    )
 
     _store: BlobStore | None = PrivateAttr(default=None)
 
@@ -52,16 +72,37 @@ class BlobStoreResource(dg.ConfigurableResource):
             return LocalBlobStore(self.local_root)
         from ml_assets.storage.azure import AzureBlobStore
 
-        if self.azure_connection_string:
-            return AzureBlobStore(container=self.container, connection_string=self.azure_connection_string)
-        if not self.azure_account_url:
-            raise ValueError(
+        connection_string = field_value(self.azure_connection_string)
+        if connection_string:
+            try:
+                return AzureBlobStore(container=self.container, connection_string=connection_string,
+                                      timeout_s=self.timeout_s)
+            except ValueError as exc:  # the SDK's "Connection string is either blank or malformed"
+                raise BlobStoreError(
+                    f"cannot open azure container {self.container!r}: the connection string "
+                    f"(AZURE_STORAGE_CONNECTION_STRING) is rejected: {exc}"
+                ) from None
+        url = field_value(self.azure_account_url)
+        if not url:
+            raise BlobStoreError(
                 "blob store backend 'azure' needs azure_connection_string or azure_account_url "
                 "(env AZURE_STORAGE_CONNECTION_STRING or AZURE_STORAGE_ACCOUNT_URL)"
             )
-        credential = self.azure_account_key
-        if credential is None:
+        key, sas = field_value(self.azure_account_key), field_value(self.azure_sas_token)
+        if key and sas:
+            raise BlobStoreError("give the azure blob store an account key (AZURE_STORAGE_KEY) or a SAS "
+                                 "token (AZURE_STORAGE_SAS_TOKEN), not both")
+        # The SDK tells a SAS token from an account key by its query-string form.
+        credential = key or sas
+        if not credential:
             from azure.identity import DefaultAzureCredential
 
             credential = DefaultAzureCredential()
-        return AzureBlobStore(container=self.container, account_url=self.azure_account_url, credential=credential)
+        try:
+            return AzureBlobStore(container=self.container, account_url=url, credential=credential,
+                                  timeout_s=self.timeout_s)
+        except ValueError as exc:  # e.g. "Unable to determine account name for shared key credential"
+            raise BlobStoreError(
+                f"cannot open azure container {self.container!r} at {url} "
+                f"(AZURE_STORAGE_ACCOUNT_URL): {exc}"
+            ) from None
