@@ -7,7 +7,7 @@ of the content travels in the blob's metadata, set in the same commit, so listin
 read content. Reads check the content against that sha256 and retry when a concurrent
 replace tore them (see `_verified_read`).
 
-Every request gives up after about `timeout_s` (see `_client_timeouts`): a store that accepts
+Every request gives up after about `timeout_s` (see `azure_sdk.client_timeouts`): a store that accepts
 connections but never answers fails the operation with a BlobStoreError instead of hanging.
 """
 
@@ -22,7 +22,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,14 +35,19 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.storage.blob import (
-    BlobBlock,
-    BlobServiceClient,
-    ContainerClient,
-    LinearRetry,
-    StorageStreamDownloader,
-)
+from azure.storage.blob import BlobBlock, BlobServiceClient, ContainerClient
 
+from ml_assets.storage.azure_sdk import (
+    DEFAULT_TIMEOUT_S,
+    REQUEST_ATTEMPTS,
+    SHA_KEY,
+    client_timeouts,
+    container_note,
+    recorded_sha,
+    summary,
+    timestamp,
+    was_modified,
+)
 from ml_assets.storage.base import (
     BlobConflictError,
     BlobInfo,
@@ -56,33 +60,8 @@ from ml_assets.storage.base import (
 
 log = logging.getLogger(__name__)
 
-_SHA_KEY = "sha256"
 _MIB = 1 << 20
 T = TypeVar("T")
-
-#: Seconds after which one request to the store, retries included, gives up.
-DEFAULT_TIMEOUT_S = 120.0
-#: Tries per request: a dropped connection or a 5xx is retried, within the timeout.
-REQUEST_ATTEMPTS = 3
-
-
-def _client_timeouts(timeout_s: float) -> dict[str, Any]:
-    """SDK settings under which a request, with its retries and their pauses, ends within timeout_s.
-
-    The SDK's defaults (20 s connect, 60 s per read, 4 tries 15-42 s apart) leave a frozen store
-    hanging a step for about five minutes. Here a tenth of the budget goes to each of the two
-    pauses and the rest is split between the three tries' connect and read timeouts.
-    """
-    pause = 0.1 * timeout_s
-    per_try = (timeout_s - (REQUEST_ATTEMPTS - 1) * pause) / REQUEST_ATTEMPTS
-    return {
-        "connection_timeout": per_try,
-        "read_timeout": per_try,
-        "retry_policy": LinearRetry(
-            backoff=pause, retry_total=REQUEST_ATTEMPTS - 1, random_jitter_range=0
-        ),
-    }
-
 
 class AzureBlobStore(BlobStore):
     """Blobs in one container; `location` is `azure:<account>/<container>`."""
@@ -109,7 +88,7 @@ class AzureBlobStore(BlobStore):
         if not timeout_s > 0:
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         self.timeout_s = float(timeout_s)
-        for setting, value in _client_timeouts(self.timeout_s).items():
+        for setting, value in client_timeouts(self.timeout_s).items():
             client_kwargs.setdefault(setting, value)
         self.max_single_put_size = max_single_put_size
         self.max_block_size = max_block_size
@@ -156,17 +135,17 @@ class AzureBlobStore(BlobStore):
             pass
         except AzureError as exc:
             raise BlobStoreError(
-                f"cannot create container {self.location}: {self._summary(exc)}"
+                f"cannot create container {self.location}: {self._error_summary(exc)}"
             ) from exc
 
-    def _summary(self, exc: AzureError) -> str:
+    def _error_summary(self, exc: AzureError) -> str:
         if isinstance(exc, ServiceRequestError | ServiceResponseError):
             # No HTTP answer at all: refused, reset, or nothing within the timeouts.
             return (
-                f"no answer from the store ({_summary(exc)}); gave up after {REQUEST_ATTEMPTS} "
+                f"no answer from the store ({summary(exc)}); gave up after {REQUEST_ATTEMPTS} "
                 f"tries within the store timeout of {self.timeout_s:g} s"
             )
-        return _summary(exc)
+        return summary(exc)
 
     @contextmanager
     def _errors(self, action: str, key: str, *, reading: bool):
@@ -176,11 +155,11 @@ class AzureBlobStore(BlobStore):
         except ResourceNotFoundError as exc:
             if reading:
                 raise BlobNotFoundError(
-                    f"blob not found: {self.describe(key)}{_container_note(exc)}"
+                    f"blob not found: {self.describe(key)}{container_note(exc)}"
                 ) from exc
-            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {_summary(exc)}") from exc
+            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {summary(exc)}") from exc
         except AzureError as exc:
-            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {self._summary(exc)}") from exc
+            raise BlobStoreError(f"cannot {action} {self.describe(key)}: {self._error_summary(exc)}") from exc
 
     # -- writes -----------------------------------------------------------------------------
 
@@ -197,7 +176,7 @@ class AzureBlobStore(BlobStore):
         result = blob.upload_blob(
             data,
             overwrite=True,
-            metadata={_SHA_KEY: digest},
+            metadata={SHA_KEY: digest},
             max_concurrency=self.max_concurrency,
             **condition,
         )
@@ -205,7 +184,7 @@ class AzureBlobStore(BlobStore):
             key=key,
             size=len(data),
             sha256=digest,
-            last_modified=_ts(result),
+            last_modified=timestamp(result),
             etag=result.get("etag"),
         )
 
@@ -233,10 +212,10 @@ class AzureBlobStore(BlobStore):
 
     def _conflict_message(self, key: str, etag: str | None, exc: AzureError) -> str:
         if etag is None:
-            return f"conflict writing {self.describe(key)}: it already exists ({_summary(exc)})"
+            return f"conflict writing {self.describe(key)}: it already exists ({summary(exc)})"
         return (
             f"conflict writing {self.describe(key)}: it was replaced or deleted since it was "
-            f"read (expected etag {etag}; {_summary(exc)})"
+            f"read (expected etag {etag}; {summary(exc)})"
         )
 
     def put_file(self, key: str, path: Path) -> BlobInfo:
@@ -258,7 +237,7 @@ class AzureBlobStore(BlobStore):
                     block_ids, size = self._stage_blocks(blob, first, source, digest)
                     result = blob.commit_block_list(
                         [BlobBlock(block_id=block_id) for block_id in block_ids],
-                        metadata={_SHA_KEY: digest.hexdigest()},
+                        metadata={SHA_KEY: digest.hexdigest()},
                     )
         except OSError as exc:
             raise BlobStoreError(f"cannot write {self.describe(key)} from {path}: {exc}") from exc
@@ -266,7 +245,7 @@ class AzureBlobStore(BlobStore):
             key=key,
             size=size,
             sha256=digest.hexdigest(),
-            last_modified=_ts(result),
+            last_modified=timestamp(result),
             etag=result.get("etag"),
         )
 
@@ -312,7 +291,7 @@ class AzureBlobStore(BlobStore):
         def read() -> tuple[bytes, str, str | None]:
             stream = blob.download_blob(max_concurrency=self.max_concurrency)
             data = stream.readall()
-            return data, sha256_hex(data), _recorded_sha(stream)
+            return data, sha256_hex(data), recorded_sha(stream)
 
         return self._verified_read(key, read)
 
@@ -324,7 +303,7 @@ class AzureBlobStore(BlobStore):
         def read() -> tuple[tuple[bytes, str], str, str | None]:
             stream = blob.download_blob(max_concurrency=self.max_concurrency)
             data = stream.readall()
-            return (data, stream.properties.etag), sha256_hex(data), _recorded_sha(stream)
+            return (data, stream.properties.etag), sha256_hex(data), recorded_sha(stream)
 
         return self._verified_read(key, read)
 
@@ -344,7 +323,7 @@ class AzureBlobStore(BlobStore):
                     handle.flush()
                     handle.seek(0)
                     digest = hashlib.file_digest(handle, "sha256").hexdigest()
-                    return None, digest, _recorded_sha(stream)
+                    return None, digest, recorded_sha(stream)
 
                 self._verified_read(key, read)
                 os.fsync(handle.fileno())
@@ -369,7 +348,7 @@ class AzureBlobStore(BlobStore):
                 with self._errors("read", key, reading=True):
                     result, digest, expected = read()
             except BlobStoreError as exc:
-                if _was_modified(exc) and attempt < self.read_attempts - 1:
+                if was_modified(exc) and attempt < self.read_attempts - 1:
                     continue
                 raise
             if expected is None or digest == expected:
@@ -384,7 +363,7 @@ class AzureBlobStore(BlobStore):
         blob = self.container.get_blob_client(validate_key(key))
         with self._errors("read properties of", key, reading=True):
             props = blob.get_blob_properties()
-        digest = (props.metadata or {}).get(_SHA_KEY)
+        digest = (props.metadata or {}).get(SHA_KEY)
         if digest:
             return BlobInfo(key, props.size, digest, props.last_modified.timestamp())
         return self._hash_and_record(key, props.etag, props.metadata or {})
@@ -407,27 +386,27 @@ class AzureBlobStore(BlobStore):
                     try:
                         # Conditional on the etag, so a hash is never pinned to newer content.
                         result = blob.set_blob_metadata(
-                            {**metadata, _SHA_KEY: digest.hexdigest()},
+                            {**metadata, SHA_KEY: digest.hexdigest()},
                             etag=etag,
                             match_condition=MatchConditions.IfNotModified,
                         )
-                        last_modified = _ts(result)
+                        last_modified = timestamp(result)
                     except ResourceModifiedError:
                         pass  # replaced meanwhile: the hash is still that of what we read
                     except HttpResponseError as exc:  # e.g. a read-only credential
                         log.warning(
-                            "cannot record sha256 of %s: %s", self.describe(key), _summary(exc)
+                            "cannot record sha256 of %s: %s", self.describe(key), summary(exc)
                         )
                 return BlobInfo(key, size, digest.hexdigest(), last_modified)
             except BlobStoreError as exc:
-                if not _was_modified(exc) or attempt == self.read_attempts - 1:
+                if not was_modified(exc) or attempt == self.read_attempts - 1:
                     raise
             # The blob changed between reading its properties and its content: start over.
             with self._errors("read properties of", key, reading=True):
                 props = blob.get_blob_properties()
-            if (props.metadata or {}).get(_SHA_KEY):
+            if (props.metadata or {}).get(SHA_KEY):
                 return BlobInfo(
-                    key, props.size, props.metadata[_SHA_KEY], props.last_modified.timestamp()
+                    key, props.size, props.metadata[SHA_KEY], props.last_modified.timestamp()
                 )
             etag, metadata = props.etag, props.metadata or {}
         raise AssertionError("unreachable")
@@ -445,9 +424,9 @@ class AzureBlobStore(BlobStore):
             metadata = item.metadata or {}
             if metadata.get("hdi_isfolder") == "true":
                 continue  # directory marker of a hierarchical-namespace account, not a blob
-            if metadata.get(_SHA_KEY):
+            if metadata.get(SHA_KEY):
                 yield BlobInfo(
-                    item.name, item.size, metadata[_SHA_KEY], item.last_modified.timestamp()
+                    item.name, item.size, metadata[SHA_KEY], item.last_modified.timestamp()
                 )
                 continue
             try:
@@ -468,31 +447,3 @@ class AzureBlobStore(BlobStore):
         for name in names:
             self.delete(name)
         return len(names)
-
-
-def _recorded_sha(stream: StorageStreamDownloader) -> str | None:
-    return (stream.properties.metadata or {}).get(_SHA_KEY)
-
-
-def _ts(result: dict[str, Any]) -> float:
-    value = result.get("last_modified")
-    return value.timestamp() if isinstance(value, datetime) else 0.0
-
-
-def _summary(exc: AzureError) -> str:
-    code = getattr(exc, "error_code", None)
-    message = (getattr(exc, "message", None) or str(exc)).strip().splitlines()
-    first = message[0] if message else type(exc).__name__
-    return f"{code}: {first}" if code else first
-
-
-def _container_note(exc: AzureError) -> str:
-    return (
-        " (the container does not exist)"
-        if getattr(exc, "error_code", None) == "ContainerNotFound"
-        else ""
-    )
-
-
-def _was_modified(exc: BaseException) -> bool:
-    return isinstance(exc.__cause__, ResourceModifiedError)
