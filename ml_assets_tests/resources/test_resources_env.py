@@ -230,3 +230,24 @@ def test_a_run_resolves_secrets_and_stores_none_of_them(ml_env, azurite, smtp_au
     assert any("AZURE_STORAGE_CONNECTION_STRING" in text for text in stored)
     assert any("SMTP_PASSWORD" in text for text in stored)
     assert os.environ["ML_ASSETS_CONTAINER"] == container
+
+
+@dg.asset
+def store_probe(blob_store: BlobStoreResource) -> None:
+    """Reads one blob, with the store resolved by the run."""
+    blob_store.blob_store().get("probe/run.txt")
+
+
+@pytest.mark.timeout(120)
+def test_a_frozen_store_fails_the_step_within_the_timeout(ml_env, black_hole, tmp_path):
+    ml_env(ML_ASSETS_ENV="azure", AZURE_STORAGE_ACCOUNT_URL=f"{black_hole.url}/devstoreaccount1",
+           AZURE_STORAGE_KEY=GOOD_KEY, ML_ASSETS_STORE_TIMEOUT_S="3")
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        result = dg.materialize([store_probe], resources=resources_for_environment(), instance=instance,
+                                raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    error = failure.step_failure_data.error
+    text = error.message + "".join(c.message for c in [error.cause] if c)
+    assert "BlobStoreError" in text
+    assert "no answer from the store" in text and "store timeout of 3 s" in text
