@@ -123,10 +123,15 @@ class Services:
 
 
 def service_commands(host: str, grpc_port: int, webserver_port: int, workspace: Path | str,
-                     script: Callable[[str], str] = str) -> dict[str, list[str]]:
-    """Each role's command line; docker-compose.yml runs the same ones (a test compares them)."""
+                     script: Callable[[str], str] = str,
+                     definitions: str = DEFINITIONS_MODULE) -> dict[str, list[str]]:
+    """Each role's command line; docker-compose.yml runs the same ones (a test compares them).
+
+    `definitions` is a module name, or a .py file (bench/ serves a no-op location that way).
+    """
+    target = ["-f", definitions] if definitions.endswith(".py") else ["-m", definitions]
     return {
-        "code-server": [script("dagster"), "code-server", "start", "-m", DEFINITIONS_MODULE,
+        "code-server": [script("dagster"), "code-server", "start", *target,
                         "-h", host, "-p", str(grpc_port), "--location-name", LOCATION_NAME],
         "daemon": [script("dagster-daemon"), "run", "-w", str(workspace)],
         "webserver": [script("dagster-webserver"), "-w", str(workspace), "-h", host,
@@ -145,7 +150,7 @@ def start(
     home: Path | str, *, env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
     webserver_port: int | None = None, grpc_port: int | None = None,
     roles: Iterable[str] = ROLES, log_dir: Path | str | None = None,
-    ready_timeout: float = READY_TIMEOUT_S,
+    ready_timeout: float = READY_TIMEOUT_S, definitions: str = DEFINITIONS_MODULE,
 ) -> Services:
     """Start the given roles on DAGSTER_HOME=`home`; free ports when None; wait until they answer.
 
@@ -168,7 +173,8 @@ def start(
     run_env = child_env(home, host, grpc_port, env)
     services = Services(host=host, grpc_port=grpc_port, webserver_port=webserver_port,
                         workspace=workspace)
-    commands = service_commands(host, grpc_port, webserver_port or 0, workspace, script=_script)
+    commands = service_commands(host, grpc_port, webserver_port or 0, workspace, script=_script,
+                                definitions=definitions)
     try:
         for role in ROLES:
             if role not in roles:
