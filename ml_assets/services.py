@@ -201,6 +201,10 @@ def start(
     return services
 
 
+class _StopDuringStart(Exception):
+    """SIGTERM/SIGINT arrived while the services were still starting."""
+
+
 def _up(args: argparse.Namespace) -> int:
     home = Path(args.home or os.environ.get("DAGSTER_HOME", ""))
     if not str(home):
@@ -208,22 +212,39 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     stop_requested = threading.Event()
     received: list[str] = []
+    starting = True
 
     def request_stop(signum, _frame):
         received.append(signal.Signals(signum).name)
         stop_requested.set()
+        if starting:
+            # start() stops what it already started when this propagates through it.
+            raise _StopDuringStart(received[-1])
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
     pid_file = home / PID_FILE
     other = _running_pid(pid_file)
     if other is not None:
         print(f"error: services already up in {home} (pid {other}); `make down` stops them",
               file=sys.stderr)
         return 1
-    services = start(home, host=args.host, webserver_port=args.port, grpc_port=args.grpc_port,
-                     roles=args.roles.split(","), log_dir=args.log_dir)
+    # Written before starting, so `down` also works while the services are still coming up.
     pid_file.write_text(f"{os.getpid()}\n")
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    services = None
+    try:
+        services = start(home, host=args.host, webserver_port=args.port, grpc_port=args.grpc_port,
+                         roles=args.roles.split(","), log_dir=args.log_dir)
+        starting = False
+    except _StopDuringStart as stop:
+        if services is not None:  # the signal came just after start() returned
+            services.stop()
+        pid_file.unlink(missing_ok=True)
+        print(f"{stop} received while starting: stopped", flush=True)
+        return 0
+    except BaseException:
+        pid_file.unlink(missing_ok=True)
+        raise
     try:
         print(json.dumps({"webserver": services.webserver_url, "grpc_port": services.grpc_port,
                           "pids": services.pids, "logs": {k: str(v) for k, v in services.logs.items()},

@@ -124,6 +124,34 @@ def test_up_serves_the_location_from_the_code_server_and_stops_cleanly(tmp_path,
     assert not (home / "services.pid").exists()
 
 
+def test_down_while_starting_stops_what_was_started(tmp_path):
+    home = dagster_home(tmp_path)
+    up = subprocess.Popen(
+        [sys.executable, "-m", "ml_assets.services", "up", "--home", str(home),
+         "--port", str(free_port()), "--grpc-port", str(free_port())],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )
+    tree: set[int] = set()
+    try:
+        # Stop once the code server is spawned but before everything answers.
+        while not (home / "logs" / "code-server.log").exists():
+            assert up.poll() is None, up.stdout.read()
+            time.sleep(0.05)
+        tree |= set(descendants(up.pid))
+        down = subprocess.run([sys.executable, "-m", "ml_assets.services", "down", "--home",
+                               str(home)], capture_output=True, text=True, timeout=60)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert up.wait(timeout=60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    output = up.stdout.read()
+    assert "SIGTERM received while starting: stopped" in output, output
+    assert tree and not [pid for pid in tree if is_running(pid)]
+    assert not (home / "services.pid").exists()
+
+
 def test_start_without_webserver_and_stop_reaps_every_group(tmp_path):
     home = dagster_home(tmp_path)
     with start(home, roles=("code-server", "daemon"), log_dir=tmp_path / "logs") as services:
