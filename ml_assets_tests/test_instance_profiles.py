@@ -4,6 +4,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -131,3 +132,33 @@ def test_postgres_fixture_is_a_real_server_with_password_auth(postgres):
         psycopg2.connect(host=postgres.host, port=postgres.port, user=postgres.user,
                          password="wrong", dbname=postgres.db)
     assert postgres.fresh_db()["DAGSTER_POSTGRES_DB"] != env["DAGSTER_POSTGRES_DB"]
+
+
+def test_split_services_run_on_the_postgres_profile(tmp_path, postgres):
+    """Code server, daemon and webserver share one PostgreSQL instance: heartbeats and ticks land there."""
+    from ml_assets.services import start
+    from ml_assets_tests.test_services import wait_for_healthy_stack
+
+    env = postgres.fresh_db()
+    home = postgres_home(tmp_path)
+    with start(home, env=env, log_dir=tmp_path / "logs") as services:
+        data = wait_for_healthy_stack(services.webserver_url)
+        statuses = data["locationStatusesOrError"]["entries"]
+        assert [(s["name"], s["loadStatus"]) for s in statuses] == [("ml_assets", "LOADED")]
+        daemons = data["instance"]["daemonHealth"]["allDaemonStatuses"]
+        assert all(d["healthy"] for d in daemons if d["required"]), daemons
+        db = env["DAGSTER_POSTGRES_DB"]
+        deadline = time.monotonic() + 120
+        while True:
+            with psycopg2.connect(postgres.dsn(db)) as conn, conn.cursor() as cur:
+                cur.execute("SELECT daemon_type FROM daemon_heartbeats")
+                heartbeats = {row[0] for row in cur.fetchall()}
+                cur.execute("SELECT count(*) FROM job_ticks")
+                ticks = cur.fetchone()[0]
+            conn.close()
+            if ticks or time.monotonic() > deadline:
+                break
+            time.sleep(2)
+        assert {"SENSOR", "SCHEDULER", "QUEUED_RUN_COORDINATOR"} <= heartbeats
+        assert ticks > 0  # the sensors running by default ticked, recorded in PostgreSQL
+    assert not list(home.rglob("*.db"))
