@@ -62,7 +62,7 @@ help: ## Show this list of targets
 	@echo "ml_assets - make targets (quick start: 'make demo', 'make test')"
 	@echo
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
-	  | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-10s %s\n", $$1, $$2}'
+	  | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-14s %s\n", $$1, $$2}'
 	@echo
 	@echo "Variables: PYTEST_ARGS='...' (extra pytest arguments for 'make test')"
 
@@ -188,7 +188,7 @@ lint: venv ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-dev: venv java home ## Start the Dagster UI + daemon on http://127.0.0.1:3000
+dev: venv java home ## `dagster dev` on http://127.0.0.1:3000 (ignores SIGTERM: for a terminal only; services: make up)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
 up: venv java home ## Start code server, daemon, webserver as separate processes (UI on :3000); Ctrl-C or `make down` stops them
