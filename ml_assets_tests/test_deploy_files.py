@@ -303,3 +303,12 @@ def test_every_dockerfile_copy_source_is_in_the_context():
         for source in sources:
             assert (REPO / source).exists(), source
             assert not dockerignored(source.rstrip("/")), source
+
+
+def test_the_image_lock_holds_no_dev_extra():
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    dev = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0]).lower()
+           for req in project["optional-dependencies"]["dev"]}
+    assert dev and not dev & runtime_lock(), dev & runtime_lock()
