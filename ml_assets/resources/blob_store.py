@@ -13,7 +13,8 @@ from ml_assets.resources.envvar import field_value
 from ml_assets.storage import BlobStore, BlobStoreError, DatasetStore, LocalBlobStore
 from ml_assets.storage.model_store import ModelStore
 
-#: Seconds one store request may take, retries included (the Azure backend's default).
+#: Seconds one store request may take, retries included: the Azure backend's own default
+#: (ml_assets.storage.azure_sdk.DEFAULT_TIMEOUT_S), repeated here because that module loads the SDK.
 DEFAULT_STORE_TIMEOUT_S = 120.0
 
 

@@ -251,3 +251,11 @@ def test_a_frozen_store_fails_the_step_within_the_timeout(ml_env, black_hole, tm
     text = error.message + "".join(c.message for c in [error.cause] if c)
     assert "BlobStoreError" in text
     assert "no answer from the store" in text and "store timeout of 3 s" in text
+
+
+def test_store_timeout_default_is_at_most_two_minutes_everywhere(ml_env):
+    from ml_assets.resources.blob_store import DEFAULT_STORE_TIMEOUT_S
+    from ml_assets.storage.azure_sdk import DEFAULT_TIMEOUT_S
+
+    assert DEFAULT_STORE_TIMEOUT_S == DEFAULT_TIMEOUT_S <= 120
+    assert resources_for_environment()["blob_store"].timeout_s == DEFAULT_TIMEOUT_S
