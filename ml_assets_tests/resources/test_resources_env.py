@@ -32,6 +32,9 @@ from ml_assets_tests.fixtures.smtp import (
     SMTP_AUTH_USER,
 )
 
+# The AUTH test server runs without TLS on purpose (loopback only).
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
 REPO = Path(__file__).resolve().parents[2]
 URL = "https://acct.blob.core.windows.net"
 GOOD_KEY = "a2V5LWJ5dGVz"  # base64
