@@ -81,7 +81,8 @@ def test_sensors_jobs_and_automation():
     assert {s.name: s.default_status for s in defs.schedules} == {"retrain_fallback": dg.DefaultScheduleStatus.STOPPED}
     graph = defs.resolve_asset_graph()
     automated = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
-    assert automated == {"features", "labels", "deployed_model", "reference_stats", "feature_drift", "live_performance"}
+    assert automated == {"features", "labels", "cluster_model", "clusters", "deployed_model", "reference_stats",
+                         "feature_drift", "live_performance"}
     for key in ("features", "labels", "clusters"):
         policy = graph.get(dg.AssetKey(key)).backfill_policy
         assert policy is not None and policy.max_partitions_per_run is None  # single run

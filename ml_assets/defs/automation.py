@@ -2,6 +2,16 @@
 
 import dagster as dg
 
+# Dagster's all_deps_blocking_checks_passed() needs a "passed" verdict per day, but a check that
+# runs in a range run (features and labels: one Spark run for many days) records one verdict for
+# the whole range and leaves every day's status unresolved, so everything downstream of a range run
+# would wait forever. Instead: no dependency has a *failed* blocking check for the day (raw checks
+# run per day and fail per day; a failing check inside a range run already stops that run's
+# downstream steps).
+no_failed_blocking_check_upstream = ~dg.AutomationCondition.any_deps_match(
+    dg.AutomationCondition.any_checks_match(dg.AutomationCondition.check_failed(), blocking_only=True)
+).with_label("no dependency failed a blocking check")
+
 # eager() only looks at the latest time window, so a newly landed *historic* day would never be
 # picked up; this is eager() without that limit, and never on top of failed blocking checks.
 on_upstream_day_changed = (
@@ -9,7 +19,7 @@ on_upstream_day_changed = (
     & ~dg.AutomationCondition.any_deps_missing()
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-    & dg.AutomationCondition.all_deps_blocking_checks_passed()
+    & no_failed_blocking_check_upstream
 ).with_label("upstream day landed or changed, and its checks passed")
 
 data_automation_sensor = dg.AutomationConditionSensorDefinition(
@@ -29,5 +39,5 @@ def on_day_changed_ignoring(*ignored: dg.AssetsDefinition) -> dg.AutomationCondi
         & ~dg.AutomationCondition.any_deps_missing()
         & ~dg.AutomationCondition.any_deps_in_progress()
         & ~dg.AutomationCondition.in_progress()
-        & dg.AutomationCondition.all_deps_blocking_checks_passed()
+        & no_failed_blocking_check_upstream
     ).with_label("the day's data landed or changed, and its checks passed")
