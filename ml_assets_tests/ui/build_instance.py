@@ -14,7 +14,6 @@ daemon's sensor, so that the backfill launched from the UI is the one thing that
 
 import datetime as dt
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -35,6 +34,7 @@ def main(out: Path) -> None:
     from ml_assets.defs.dataset import SPEC
     from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
     from ml_assets.demo import Demo
+    from ml_assets.examples import load_example
     from ml_assets.landing import land
 
     with dg.DagsterInstance.get() as instance:
@@ -46,7 +46,9 @@ def main(out: Path) -> None:
             TRAINED_UNTIL.isoformat(),
             run_config={"ops": {"training_set": {"config": {"as_of": TRAINED_UNTIL.isoformat()}}, **FAST_TRAINING}},
         )
-        land(defs.resources["blob_store"].blob_store(), SPEC, demo._frames, BACKFILL_DAYS)
+        if outcome.status == "failed":  # a failed run may have stopped before the gate
+            raise SystemExit(f"the training cycle failed while building the UI instance: {outcome.verdict}")
+        land(defs.resources["blob_store"].blob_store(), SPEC, load_example(SPEC.example_data), BACKFILL_DAYS)
         with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs,
                                      cursor=demo.sensor_cursor) as context:
             tick = landed_blobs_sensor(context)
@@ -56,7 +58,6 @@ def main(out: Path) -> None:
         "training_run_id": outcome.run_id,
         "cycle_status": outcome.status,
         "landed_blobs_cursor": tick.cursor,
-        "dagster_home": os.environ["DAGSTER_HOME"],
     }, indent=2))
 
 
