@@ -52,6 +52,7 @@ def main(out: Path) -> None:
         with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs,
                                      cursor=demo.sensor_cursor) as context:
             tick = landed_blobs_sensor(context)
+    print("seconds per stage:", json.dumps({k: round(v, 1) for k, v in demo.report.seconds.items()}), flush=True)
     out.write_text(json.dumps({
         "materialized_days": done,
         "backfill_days": [d.isoformat() for d in BACKFILL_DAYS],

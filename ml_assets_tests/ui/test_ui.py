@@ -19,7 +19,7 @@ from playwright.sync_api import expect
 
 from ml_assets_tests.ui.conftest import README_SHOT, README_SHOT_VAR, UI_TIMEOUT_MS, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.spark, pytest.mark.timeout(2400)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(2400)]
 
 GROUPS = {
     "raw": ["raw_flights", "raw_weather"],
