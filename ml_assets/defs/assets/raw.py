@@ -3,14 +3,18 @@
 import datetime as dt
 import hashlib
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+from pydantic import Field
 
 from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import STORE_RETRY
 from ml_assets.defs.freshness import data_freshness
 from ml_assets.defs.partitions import daily_partitions
+from ml_assets.defs.raw_state import earlier_run_executing, latest_check_results, stored_versions
 from ml_assets.ml.raw import MalformedBlobError, parse_blob
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.storage import BlobStore
@@ -34,7 +38,7 @@ def day_version(blobs) -> str:
     return digest.hexdigest()[:16]
 
 
-def _read_day(store: BlobStore, source: str, day: dt.date) -> tuple["pa.Table", list]:
+def _list_day(store: BlobStore, source: str, day: dt.date) -> list:
     prefix = SPEC.blob_prefix(source, day) + "/"
     blobs = list(store.list(prefix))
     if not blobs:
@@ -42,6 +46,10 @@ def _read_day(store: BlobStore, source: str, day: dt.date) -> tuple["pa.Table", 
             description=f"no blob landed under {store.describe(prefix)}: {source} is missing {day}",
             allow_retries=False,
         )
+    return blobs
+
+
+def _read_day(store: BlobStore, source: str, day: dt.date, blobs: list) -> "pa.Table":
     tables = []
     for blob in blobs:
         try:
@@ -53,7 +61,7 @@ def _read_day(store: BlobStore, source: str, day: dt.date) -> tuple["pa.Table", 
                              allow_retries=False) from exc
     import pyarrow as pa  # imported here: the code location loads this module
 
-    return pa.concat_tables(tables), blobs
+    return pa.concat_tables(tables)
 
 
 def _quality_checks(source: str, table: "pa.Table") -> list[dg.AssetCheckResult]:
@@ -85,36 +93,70 @@ def _quality_checks(source: str, table: "pa.Table") -> list[dg.AssetCheckResult]
     ]
 
 
+class RawConfig(dg.Config):
+    force: bool = Field(
+        False, description="Parse and store the day even if its blobs and the parser are unchanged since "
+                           "its latest materialization (by default such a run records nothing)",
+    )
+
+
+def skip_reason(context: dg.AssetExecutionContext, key: dg.AssetKey, version: str) -> str | None:
+    """Why this run should not materialize the day again, if it should not."""
+    day = context.partition_key
+    if stored_versions(context.instance, key, day) == (version, context.assets_def.code_versions_by_key[key]):
+        return f"{key.to_user_string()} {day} is already stored at blob version {version} by this code version"
+    if other := earlier_run_executing(context.instance, key, day, context.run_id):
+        return f"run {other} is already materializing {key.to_user_string()} {day}"
+    return None
+
+
 def build_raw_asset(source: str) -> dg.AssetsDefinition:
     key = raw_asset_key(source)
     source_spec = SPEC.sources[source]
 
-    @dg.asset(
-        key=key,
-        group_name=RAW_GROUP,
+    # A multi_asset only so that the output and its blocking checks may be absent: a day whose
+    # blobs are unchanged since its stored version yields nothing (no second materialization),
+    # whichever of the sensor, a backfill or a retry asked for it.
+    @dg.multi_asset(
+        name=key.path[-1],
+        outs={"raw": dg.AssetOut(
+            key=key,
+            group_name=RAW_GROUP,
+            io_manager_key="spark_io",
+            code_version="1",
+            kinds={"azure", "parquet"},
+            freshness_policy=data_freshness,
+            is_required=False,
+            description=f"Landed `{source_spec.prefix}` blobs of one day, parsed against the spec.",
+        )},
         partitions_def=daily_partitions,
-        io_manager_key="spark_io",
-        code_version="1",
-        kinds={"azure", "parquet"},
-        freshness_policy=data_freshness,
-        description=f"Landed `{source_spec.prefix}` blobs of one day, parsed against the spec.",
+        retry_policy=STORE_RETRY,
+        can_subset=True,
         check_specs=[
-            dg.AssetCheckSpec(ROW_COUNT_CHECK, asset=key, blocking=True,
+            # Partitioned like the asset, so each verdict belongs to its day (and can be restated).
+            dg.AssetCheckSpec(ROW_COUNT_CHECK, asset=key, blocking=True, partitions_def=daily_partitions,
                               description="The day has at least quality.min_rows rows"),
-            dg.AssetCheckSpec(NULL_RATES_CHECK, asset=key, blocking=True,
+            dg.AssetCheckSpec(NULL_RATES_CHECK, asset=key, blocking=True, partitions_def=daily_partitions,
                               description="Each column's null rate is within its bound"),
         ],
     )
-    def raw_source(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
+    def raw_source(context: dg.AssetExecutionContext, config: RawConfig,
+                   blob_store: BlobStoreResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         import pyarrow.parquet as pq  # imported here: the code location loads this module
 
         day = dt.date.fromisoformat(context.partition_key)
         store = blob_store.blob_store()
-        table, blobs = _read_day(store, source, day)
+        blobs = _list_day(store, source, day)
+        if not config.force and (reason := skip_reason(context, key, day_version(blobs))):
+            context.log.info(f"skipped: {reason}")
+            yield from latest_check_results(context.instance, key, [ROW_COUNT_CHECK, NULL_RATES_CHECK],
+                                            context.partition_key)
+            return
+        table = _read_day(store, source, day, blobs)
         with tempfile.TemporaryDirectory() as staging:
             pq.write_table(table, Path(staging) / "part-00000.parquet")
             version = blob_store.datasets().publish(key.path[-1], context.partition_key, Path(staging))
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             data_version=dg.DataVersion(day_version(blobs)),
             metadata={
                 "rows": table.num_rows,
