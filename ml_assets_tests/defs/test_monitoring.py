@@ -264,7 +264,15 @@ def test_bootstrap_waits_for_a_full_window(local_resource, tmp_path, instance):
     waiting = tick(retrain_on_drift_sensor, instance, local_resource)
     assert f"{needed - 1} of {needed} labelled days" in waiting.skip_reason.skip_message
     publish_day(local_resource, tmp_path, days[-1], seed=99)
-    (request,) = tick(retrain_on_drift_sensor, instance, local_resource, waiting.cursor).run_requests
+    # Enough feature days for a cluster model: the first model also waits for the days' clusters.
+    unclustered = tick(retrain_on_drift_sensor, instance, local_resource, waiting.cursor)
+    assert f"waiting for the clusters of {needed} of the {needed} days" in unclustered.skip_reason.skip_message
+    for day in days:
+        folder = tmp_path / "staging" / "clusters" / day
+        folder.mkdir(parents=True)
+        pd.DataFrame({"cluster_id": [0]}).to_parquet(folder / "part-0.parquet", index=False)
+        local_resource.datasets().publish("clusters", day, folder)
+    (request,) = tick(retrain_on_drift_sensor, instance, local_resource, unclustered.cursor).run_requests
     assert request.tags[TRIGGER_TAG] == "bootstrap" and request.tags[AS_OF_TAG] == days[-1]
     assert request.run_key == f"bootstrap:{days[-1]}:champion-vnone"
 

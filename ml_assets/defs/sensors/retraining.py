@@ -120,13 +120,21 @@ def _performance_verdict(metadata) -> list | None:
 
 
 def _bootstrap(blob_store: BlobStoreResource):
-    """Before any champion: train once a full window and holdout are labelled."""
+    """Before any champion: train once a full window and holdout are labelled (and clustered, if they can be)."""
     needed = SPEC.training.window_days + SPEC.training.holdout_days
 
     def on_no_champion(result, cooldown_until):
-        labelled = blob_store.datasets().partitions("labels")
+        datasets = blob_store.datasets()
+        labelled = datasets.partitions("labels")
         if len(labelled) < needed:
             return result(f"no champion yet; {len(labelled)} of {needed} labelled days needed for the first model")
+        # The promotion gate slices by cluster: wait for the days' clusters, unless too few feature days
+        # exist for the cluster model to be fitted at all (then the model trains without them).
+        if len(datasets.partitions("features")) >= SPEC.clustering.window_days:
+            unclustered = sorted(set(labelled[-needed:]) - set(datasets.partitions("clusters")))
+            if unclustered:
+                return result(f"no champion yet; waiting for the clusters of {len(unclustered)} of the {needed} "
+                              f"days to train on ({unclustered[0]}..{unclustered[-1]})")
         latest = labelled[-1]
         if cooldown_until is not None and latest <= cooldown_until:
             return result(f"no champion yet; the previous attempt's cooldown lasts until {cooldown_until}")
