@@ -153,8 +153,11 @@ def test_backfill_of_three_raw_days_from_the_ui(ui_site, page, shot, request):
     status = wait_until(finished, f"backfill {backfill_id} to finish", timeout=900, interval=10)
     shot(page, "05-backfill-finished")
     assert status in ("Succeeded", "Completed"), f"backfill {backfill_id} ended {status}"
+    text = page.locator("body").inner_text()
     for key in RAW_KEYS:
-        page.get_by_text(key.path[-1], exact=True).first.wait_for()
+        # Per asset: partitions targeted, in progress, succeeded, failed (a grid of divs, no table roles).
+        name = key.path[-1]
+        assert re.search(rf"{name}\s+(?:{name}\s+)?100% completed\s+3\s+0\s+3\s+0\b", text), text
 
     with ui_site.instance() as instance:
         backfill = instance.get_backfill(backfill_id)
