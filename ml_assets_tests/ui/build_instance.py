@@ -7,9 +7,8 @@ location is imported with exactly those variables (the spec and the store are re
 It lands ``UI_FIRST_DAY`` .. ``UI_LAST_DAY``, materializes raw -> features, labels -> cluster_model
 -> clusters for the days up to ``UI_TRAINED_UNTIL`` the way the demo does (the ``landed_blobs``
 sensor's own requests, then range runs), runs one ``training_job`` (so ``promotion_gate`` has a
-verdict) and leaves the last days landed but unmaterialized for the UI's backfill. It writes the
-``landed_blobs`` cursor after seeing every landed day to OUT.json: the test hands it to the
-daemon's sensor, so that the backfill launched from the UI is the one thing that runs those days.
+verdict) and leaves the last days landed but unmaterialized for the UI's backfill. What it did
+goes to OUT.json.
 """
 
 import datetime as dt
@@ -32,7 +31,6 @@ def main(out: Path) -> None:
 
     from ml_assets.definitions import defs
     from ml_assets.defs.dataset import SPEC
-    from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
     from ml_assets.demo import Demo
     from ml_assets.examples import load_example
     from ml_assets.landing import land
@@ -49,16 +47,12 @@ def main(out: Path) -> None:
         if outcome.status == "failed":  # a failed run may have stopped before the gate
             raise SystemExit(f"the training cycle failed while building the UI instance: {outcome.verdict}")
         land(defs.resources["blob_store"].blob_store(), SPEC, load_example(SPEC.example_data), BACKFILL_DAYS)
-        with dg.build_sensor_context(instance=instance, resources=defs.resources, definitions=defs,
-                                     cursor=demo.sensor_cursor) as context:
-            tick = landed_blobs_sensor(context)
     print("seconds per stage:", json.dumps({k: round(v, 1) for k, v in demo.report.seconds.items()}), flush=True)
     out.write_text(json.dumps({
         "materialized_days": done,
         "backfill_days": [d.isoformat() for d in BACKFILL_DAYS],
         "training_run_id": outcome.run_id,
         "cycle_status": outcome.status,
-        "landed_blobs_cursor": tick.cursor,
     }, indent=2))
 
 

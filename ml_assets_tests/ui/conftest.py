@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,16 +74,6 @@ class UiSite:
 
         return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(self.home)))
 
-    def graphql(self, query: str, variables: dict | None = None) -> dict:
-        body = json.dumps({"query": query, "variables": variables or {}}).encode()
-        request = urllib.request.Request(f"{self.url}/graphql", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=120) as response:
-            answer = json.loads(response.read())
-        if answer.get("errors"):
-            raise AssertionError(f"GraphQL errors: {answer['errors']}")
-        return answer["data"]
-
 
 @pytest.fixture(scope="module")
 def ui_artifacts(tmp_path_factory) -> Path:
@@ -126,29 +115,10 @@ def ui_site(tmp_path_factory, ui_artifacts) -> UiSite:
     built = json.loads(out.read_text())
 
     services = start(home, env=env, roles=("code-server", "webserver"), log_dir=ui_artifacts / "logs")
-    site = UiSite(home=home, env=env, built=built, services=services, artifacts=ui_artifacts)
     try:
-        _hand_cursor_to_sensor(site)
-        yield site
+        yield UiSite(home=home, env=env, built=built, services=services, artifacts=ui_artifacts)
     finally:
         services.stop()
-
-
-def _hand_cursor_to_sensor(site: UiSite) -> None:
-    """Give the daemon's landed_blobs sensor the cursor of the in-process ticks that built the instance.
-
-    Without it a cursor-driven sensor would see every landed day as new on its first tick. Set
-    through GraphQL (what the UI's "Edit cursor" does) before the daemon runs: the CLI's
-    `dagster sensor cursor` would store the sensor as stopped.
-    """
-    data = site.graphql(
-        """mutation($selector: SensorSelector!, $cursor: String) {
-             setSensorCursor(sensorSelector: $selector, cursor: $cursor) {
-               __typename ... on Sensor { sensorState { status } } ... on PythonError { message } } }""",
-        {"selector": {"repositoryLocationName": "ml_assets", "repositoryName": "__repository__",
-                      "sensorName": "landed_blobs"}, "cursor": site.built["landed_blobs_cursor"]},
-    )["setSensorCursor"]
-    assert data["__typename"] == "Sensor" and data["sensorState"]["status"] == "RUNNING", data
 
 
 @pytest.fixture(scope="module")
