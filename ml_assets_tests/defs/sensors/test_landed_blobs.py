@@ -166,3 +166,17 @@ def test_a_failed_day_is_retried_with_backoff_at_most_max_attempts(three_days, i
     assert all(r.success for r in launch(resources, instance, fixed))
     assert not tick(store, instance).run_requests
     assert materializations(instance, "2013-01-02") == {"raw_flights": 1, "raw_weather": 1}
+
+
+def test_a_day_another_run_is_executing_is_left_to_that_run(three_days, instance):
+    _, resources = three_days
+    job = dg.Definitions(assets=raw.raw_assets, resources=resources).resolve_implicit_global_asset_job_def()
+    # An earlier run (say the sensor's) is executing 01-02 when a backfill's run of the same day starts.
+    earlier = instance.create_run_for_job(job, status=dg.DagsterRunStatus.STARTED,
+                                          tags={"dagster/partition": "2013-01-02"},
+                                          asset_selection=frozenset({dg.AssetKey("raw_flights")}))
+    later = materialize_raw(resources, instance, ["2013-01-02"])["2013-01-02"]
+    assert later.success
+    assert [e.asset_key.to_user_string() for e in later.get_asset_materialization_events()] == ["raw_weather"]
+    skipped = [e.message for e in instance.all_logs(later.run_id) if "skipped:" in (e.message or "")]
+    assert skipped == [f"skipped: run {earlier.run_id} is already materializing raw_flights 2013-01-02"]
