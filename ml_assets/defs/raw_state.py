@@ -8,11 +8,6 @@ backfill, a job run or a run retry gets to it first.
 from collections.abc import Iterable
 
 import dagster as dg
-from dagster._core.event_api import PartitionKeyFilter
-from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
-from dagster._core.storage.asset_check_execution_record import (
-    COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
-)
 
 DATA_VERSION_TAG = "dagster/data_version"
 CODE_VERSION_TAG = "dagster/code_version"
@@ -28,7 +23,6 @@ UNFINISHED = [
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
 ]
-COMPLETED_CHECKS = set(COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES)
 EXECUTING = {dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING}
 
 
@@ -80,6 +74,9 @@ def runs_on(instance: dg.DagsterInstance, keys: set[dg.AssetKey]) -> dict[tuple[
 
 def backfills_on(instance: dg.DagsterInstance, keys: set[dg.AssetKey]) -> dict[tuple[dg.AssetKey, str], str]:
     """{(raw key, day): backfill id} for partitions a running backfill has yet to materialize or fail."""
+    # Dagster internals, imported here: loading the code location should not pay for them.
+    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
+
     owners: dict[tuple[dg.AssetKey, str], str] = {}
     for backfill in instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
         data = backfill.asset_backfill_data
@@ -120,10 +117,15 @@ def latest_check_results(instance: dg.DagsterInstance, key: dg.AssetKey, checks:
     for the day, and automation then holds back everything downstream; unchanged data keeps its
     verdict, so the skipping run records it again (this adds no materialization).
     """
+    from dagster._core.event_api import PartitionKeyFilter
+    from dagster._core.storage.asset_check_execution_record import (
+        COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES,
+    )
+
     results = []
     for name in checks:
         history = instance.event_log_storage.get_asset_check_execution_history(
-            dg.AssetCheckKey(key, name), limit=1, status=COMPLETED_CHECKS, partition_filter=PartitionKeyFilter(key=day))
+            dg.AssetCheckKey(key, name), limit=1, status=set(COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES), partition_filter=PartitionKeyFilter(key=day))
         evaluation = history[0].evaluation if history else None
         if evaluation is not None:
             results.append(dg.AssetCheckResult(

@@ -2,6 +2,7 @@
 
 import base64
 import datetime as dt
+from collections.abc import Iterator
 
 import dagster as dg
 
@@ -151,8 +152,9 @@ labels_settled = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=PERFOR
 
 @dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, kinds={"python"}, code_version="1",
           deps=[features, dg.AssetDep(labels, partition_mapping=labels_settled), deployed_model],
-          automation_condition=on_day_changed_ignoring(deployed_model), retry_policy=STORE_RETRY)
-def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> dg.MaterializeResult:
+          automation_condition=on_day_changed_ignoring(deployed_model), retry_policy=STORE_RETRY,
+          output_required=False)
+def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> Iterator[dg.MaterializeResult]:
     """The champion's metric on the day's labels, once they are complete, against its holdout value."""
     from ml_assets.ml.performance import live_performance as judge
 
@@ -160,8 +162,11 @@ def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreRes
     datasets = blob_store.datasets()
     settled = (dt.date.fromisoformat(day) + dt.timedelta(days=PERFORMANCE.label_lag_days)).isoformat()
     if datasets.current("labels", settled) is None:
-        raise permanent_failure(f"labels of {day} are not complete until the labels of {settled} exist "
+        # Not a failure: automation may ask in the tick that also requests the later day's labels;
+        # their materialization asks again (labels of `settled` are a dependency of this day).
+        context.log.info(f"not judged yet: labels of {day} are not complete until the labels of {settled} exist "
                          f"(label_lag_days={PERFORMANCE.label_lag_days})")
+        return
     version, manifest = champion_or_fail(blob_store)
     keys = [*SPEC.key_columns, PARTITION_COLUMN]
     frame = datasets.read_frame("features", [day]).merge(
@@ -173,7 +178,7 @@ def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreRes
                    holdout_value=holdout, max_drop=PERFORMANCE.max_drop, min_rows=PERFORMANCE.min_rows,
                    threshold=SPEC.promotion.decision_threshold)
     as_of = champion_as_of(manifest)
-    return dg.MaterializeResult(metadata={
+    yield dg.MaterializeResult(metadata={
         "champion_version": version, "metric": PERFORMANCE.metric,
         "live": result.live if result.live is not None else "n/a", "holdout": result.holdout,
         "drop": result.drop if result.drop is not None else "n/a", "max_drop": result.max_drop,
