@@ -3,6 +3,7 @@
 import dagster as dg
 
 from ml_assets.defs.assets.monitoring import feature_drift, live_performance
+from ml_assets.defs.automation import on_upstream_day_changed
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.resources.blob_store import BlobStoreResource
 
@@ -73,3 +74,39 @@ def test_new_days_are_judged_once_and_a_new_champion_does_not_rejudge_history(in
                                               cursor=quiet.cursor)
     assert requested(later)["feature_drift"] == ["2013-01-04"]
     assert "2013-01-03" not in requested(later).get("live_performance", [])  # 01-04 has no labels yet
+
+
+@dg.asset(name="raw_day", partitions_def=daily_partitions)
+def raw_stand_in():
+    return None
+
+
+@dg.asset(name="labels", partitions_def=daily_partitions, deps=[raw_stand_in],
+          automation_condition=on_upstream_day_changed)
+def automated_labels_stand_in():
+    return None
+
+
+def test_a_day_is_judged_after_its_settling_labels_land_not_in_the_same_tick(instance):
+    defs = dg.Definitions(assets=[features_stand_in, raw_stand_in, automated_labels_stand_in,
+                                  deployed_model_stand_in, reference_stats_stand_in, live_performance],
+                          resources={"blob_store": BlobStoreResource(local_root="never-opened")})
+    selection = dg.AssetSelection.assets(live_performance, automated_labels_stand_in)
+
+    def tick(cursor):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                                   cursor=cursor)
+        return requested(result), result.cursor
+
+    assert dg.materialize([deployed_model_stand_in, reference_stats_stand_in], instance=instance).success
+    for day in ("2013-01-01", "2013-01-02"):
+        assert dg.materialize([features_stand_in, raw_stand_in, automated_labels_stand_in], instance=instance,
+                              partition_key=day).success
+    _, cursor = tick(None)
+    assert dg.materialize([features_stand_in, raw_stand_in], instance=instance, partition_key="2013-01-03").success
+    # 01-03's labels are requested; 01-02 (whose labels settle with 01-03's) waits for them to land.
+    now, cursor = tick(cursor)
+    assert now == {"labels": ["2013-01-03"]}
+    assert dg.materialize([automated_labels_stand_in], instance=instance, partition_key="2013-01-03").success
+    later, _ = tick(cursor)
+    assert "2013-01-02" in later["live_performance"]

@@ -150,10 +150,17 @@ labels_settled = dg.TimeWindowPartitionMapping(start_offset=0, end_offset=PERFOR
                                                allow_nonexistent_upstream_partitions=True)
 
 
+# The day's run must not race the run of the later labels it waits for: requested in the same tick,
+# they would be two runs (two partitions), and a day run first is not judged and not asked again.
+judge_when_labels_settled = (
+    on_day_changed_ignoring(deployed_model)
+    & ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+).with_label("the day's data and its settling labels landed, and no dependency is being requested")
+
+
 @dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, kinds={"python"}, code_version="1",
           deps=[features, dg.AssetDep(labels, partition_mapping=labels_settled), deployed_model],
-          automation_condition=on_day_changed_ignoring(deployed_model), retry_policy=STORE_RETRY,
-          output_required=False)
+          automation_condition=judge_when_labels_settled, retry_policy=STORE_RETRY, output_required=False)
 def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource) -> Iterator[dg.MaterializeResult]:
     """The champion's metric on the day's labels, once they are complete, against its holdout value."""
     from ml_assets.ml.performance import live_performance as judge
