@@ -4,10 +4,11 @@ PostgreSQL, Azurite, the gRPC code server, `dagster-daemon run` and the webserve
 processes; nothing is ticked or materialized by the test. Ten days of the bundled flights data
 land (the e2e spec: 7 training + 3 holdout days), and the sensors and declarative automation
 build raw -> features/labels -> cluster_model -> clusters -> the first champion (bootstrap by
-retrain_on_drift) -> reference_stats, and `ml-assets serve` answers from Azurite. Then one more
-day lands: only that day's partitions (and what depends on them) run, drift and live
-performance included. A backfill of landed days launched from the webserver does not
-materialize them twice, and no two Spark steps ever ran at once.
+retrain_on_drift) -> reference_stats, and `ml-assets serve` answers from Azurite. A backfill of
+landed days launched through the webserver's GraphQL (as the UI does) materializes nothing again.
+Then one more day lands: only that day's partitions (and what depends on them) run, drift and
+live performance included. Every (asset, day) is materialized once, and no two Spark steps ever
+ran at once.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from ml_assets_tests.e2e.harness import (
 )
 from ml_assets_tests.serving.flights import flights_features, records
 
-pytestmark = [pytest.mark.integration, pytest.mark.azurite]
+# Minutes on a loaded 2-core machine (bootstrap ~10, each later phase ~2-5): above the suite's 900 s.
+pytestmark = [pytest.mark.integration, pytest.mark.azurite, pytest.mark.timeout(50 * 60)]
 
 FIRST_DAY = dt.date(2013, 1, 1)
 LAST_BOOTSTRAP_DAY = dt.date(2013, 1, 10)
@@ -80,6 +82,10 @@ def test_daemon_mode_end_to_end(daemon_deployment, example_frames):
         assert not [c for c in partitioned(first).items() if c[1] != 1], f"a day materialized twice:\n{dump()}"
         bootstrap_runs = instance.get_runs(filters=dg.RunsFilter(tags={"ml_assets/trigger": "bootstrap"}))
         assert len(bootstrap_runs) == 1 and bootstrap_runs[0].status == dg.DagsterRunStatus.SUCCESS, dump()
+        # The chain in order: the first champion trained on days that had their clusters.
+        (training_set,) = instance.fetch_materializations(dg.AssetKey("training_set"), limit=1).records
+        without = training_set.asset_materialization.metadata["days_without_clusters"].value
+        assert without == [], f"the first model trained before the clusters of {without} existed:\n{dump()}"
 
         # 2. The model server, as documented, against Azurite.
         server, url = start_model_server(deployed.env, deployed.workdir / "logs" / "serve.log")
@@ -104,7 +110,19 @@ def test_daemon_mode_end_to_end(daemon_deployment, example_frames):
         finally:
             stop_group(server)
 
-        # 3. One more day: only its partitions, and the live performance of the day before (whose
+        # 3. A backfill of days that already landed, launched as the UI does, materializes nothing again.
+        backfilled = [FIRST_DAY.isoformat(), (FIRST_DAY + dt.timedelta(1)).isoformat()]
+        backfill_id = launch_asset_backfill(deployed.stack.webserver_url, ["raw_flights", "raw_weather"], backfilled)
+        wait_until(lambda: instance.get_backfill(backfill_id).status.value.startswith("COMPLETED")
+                   and not active_work(instance), what=f"backfill {backfill_id}", timeout=DAY_TIMEOUT_S, interval=5,
+                   dump=dump)
+        assert instance.get_backfill(backfill_id).status.value == "COMPLETED_SUCCESS", dump()
+        wait_until(lambda: quiet(instance), what="the daemon to have nothing left to do", timeout=DAY_TIMEOUT_S,
+                   interval=5, dump=dump)
+        assert materializations(instance, KEYS) == first, f"the backfill materialized landed days again:\n{dump()}"
+        assert_spark_never_overlapped(instance)
+
+        # 4. One more day: only its partitions, and the live performance of the day before (whose
         # labels it settles), run.
         deployed.land(example_frames, NEW_DAY)
         new, previous = NEW_DAY.isoformat(), LAST_BOOTSTRAP_DAY.isoformat()
@@ -117,24 +135,21 @@ def test_daemon_mode_end_to_end(daemon_deployment, example_frames):
         added = partitioned(second) - partitioned(first)
         expected = {(k, new) for k in ("raw_flights", "raw_weather", "features", "labels", "clusters", "feature_drift")}
         assert set(added) == expected | {("live_performance", previous)}, f"added: {sorted(added)}\n{dump()}"
-        retrains = [r for r in instance.get_runs(filters=dg.RunsFilter(tags={"ml_assets/retrain": "true"}))]
+        retrains = instance.get_runs(filters=dg.RunsFilter(tags={"ml_assets/retrain": "true"}))
         assert len(retrains) == 1, f"one new day retrained the model:\n{dump()}"
 
-        # 4. A backfill of days that already landed does not materialize them again.
-        backfilled = [FIRST_DAY.isoformat(), (FIRST_DAY + dt.timedelta(1)).isoformat()]
-        backfill_id = launch_asset_backfill(deployed.stack.webserver_url, ["raw_flights", "raw_weather"], backfilled)
-        wait_until(lambda: instance.get_backfill(backfill_id).status.value.startswith("COMPLETED")
-                   and not active_work(instance), what=f"backfill {backfill_id}", timeout=DAY_TIMEOUT_S, interval=5,
-                   dump=dump)
-        wait_until(lambda: quiet(instance), what="the daemon to have nothing left to do", timeout=DAY_TIMEOUT_S,
-                   interval=5, dump=dump)
+        # 5. Over the whole test: each day once, and never two Spark steps at once.
         final = materializations(instance, KEYS)
         twice = {k: n for k, n in partitioned(final).items() if n != 1}
         assert not twice, f"materialized more than once: {twice}\n{dump()}"
+        assert_spark_never_overlapped(instance)
 
-        # 5. Never two Spark steps at once, over the whole test.
-        spark_steps = spark_step_names()
-        intervals = step_intervals(instance, spark_steps)
-        assert intervals, f"no Spark step found in the event log ({sorted(spark_steps)})"
-        clashes = overlaps(intervals)
-        assert not clashes, "Spark steps overlapped:\n" + "\n".join(f"{a} <-> {b}" for a, b in clashes)
+
+def assert_spark_never_overlapped(instance) -> None:
+    """From the event log: the STEP_START..STEP_SUCCESS/FAILURE intervals of the steps that use Spark,
+    in different runs, never overlap."""
+    spark_steps = spark_step_names()
+    intervals = step_intervals(instance, spark_steps)
+    assert intervals, f"no Spark step found in the event log ({sorted(spark_steps)})"
+    clashes = overlaps(intervals)
+    assert not clashes, "Spark steps overlapped:\n" + "\n".join(f"{a} <-> {b}" for a, b in clashes)

@@ -23,7 +23,8 @@ from ml_assets.spec import load_spec
 from ml_assets_tests.e2e.conftest import deployment
 from ml_assets_tests.e2e.harness import SPEC_PATH, materializations, quiet, wait_until
 
-pytestmark = [pytest.mark.integration, pytest.mark.azurite]
+# ~11 minutes: the steps' store retries (~3 min) and the sensor's backoff (2 min) are real time.
+pytestmark = [pytest.mark.integration, pytest.mark.azurite, pytest.mark.timeout(35 * 60)]
 
 FIRST_DAY = dt.date(2013, 1, 1)
 LAST_DAY = dt.date(2013, 1, 4)
