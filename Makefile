@@ -180,7 +180,9 @@ demo: venv java home ## Run the main job end to end on embedded defaults
 
 test: venv java tools services-deps home ## Run the whole test suite (PYTEST_ARGS=... passes extra arguments)
 	@echo "$(PY) -m pytest $(PYTEST_ARGS)"
-	@rc=0; $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
+	@# Browser screenshots and service logs of the UI tests are kept here after the run.
+	@rc=0; ML_ASSETS_UI_ARTIFACTS="$${ML_ASSETS_UI_ARTIFACTS:-$(CURDIR)/.artifacts/ui}" \
+	  $(PY) -m pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n "$(PYTEST_RC_FILE)" ]; then echo $$rc > "$(PYTEST_RC_FILE)"; fi; \
 	exit $$rc
 
