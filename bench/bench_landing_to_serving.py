@@ -60,6 +60,7 @@ INSTANCE = {"distance": 1065.0, "temp": 39.0, "dewp": 28.0, "humid": 64.0, "wind
             "carrier": "UA", "origin": "EWR", "dest": "IAH", "weekday": "3"}
 BOOTSTRAP_TIMEOUT_S = 30 * 60
 DAY_TIMEOUT_S = 20 * 60
+IDLE_SECONDS = 75.0
 
 
 def log(message: str) -> None:
@@ -132,12 +133,20 @@ def first_materialization(instance, name: str, partition: str | None = None, aft
     return min(stamps) if stamps else None
 
 
-def unfinished(instance) -> int:
+def idle(instance) -> bool:
+    """No run or backfill in progress, and none changed for longer than the slowest sensor interval
+    (60 s): what the first champion set off (drift and live performance of the landed days) is done."""
     import dagster as dg
+    from dagster._core.execution.backfill import BulkActionsFilter, BulkActionStatus
 
-    return len(instance.get_runs(filters=dg.RunsFilter(statuses=[
-        dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-        dg.DagsterRunStatus.STARTED])))
+    if instance.get_runs(filters=dg.RunsFilter(statuses=[
+            dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
+            dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING])):
+        return False
+    if instance.get_backfills(filters=BulkActionsFilter(statuses=[BulkActionStatus.REQUESTED])):
+        return False
+    records = instance.get_run_records(limit=1, order_by="update_timestamp", ascending=False)
+    return not records or time.time() - records[0].update_timestamp.timestamp() > IDLE_SECONDS
 
 
 def main() -> None:
@@ -199,8 +208,7 @@ def main() -> None:
             def bootstrapped() -> bool:
                 if services.exited():
                     raise SystemExit(f"a service exited: {services.exited()} (logs in {workdir / 'logs'})")
-                return (first_materialization(instance, "reference_stats") is not None
-                        and unfinished(instance) == 0)
+                return first_materialization(instance, "reference_stats") is not None and idle(instance)
 
             poll(bootstrapped, what="the first champion", timeout=BOOTSTRAP_TIMEOUT_S, interval=5)
             bootstrap_seconds = time.time() - landed_at
