@@ -22,6 +22,17 @@ on_upstream_day_changed = (
     & no_failed_blocking_check_upstream
 ).with_label("upstream day landed or changed, and its checks passed")
 
+# features and labels: raw records the landed blobs' digest as its data version, and a backfill of
+# a day already stored restates raw with the same version (so the backfill ends green); only a new
+# version of the day rebuilds it.
+on_raw_day_changed = (
+    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+    & no_failed_blocking_check_upstream
+).with_label("a new version of the day's raw data landed, and its checks passed")
+
 data_automation_sensor = dg.AutomationConditionSensorDefinition(
     "data_automation",
     target=dg.AssetSelection.all(),

@@ -89,3 +89,13 @@ def test_failed_blocking_check_upstream_requests_nothing(history, local_resource
     assert result.asset_materializations_for_node("raw_flights")  # stored, but its check failed
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
     assert _requested(tick) == {}
+
+
+def test_backfill_of_a_stored_day_restates_it_and_rebuilds_nothing(history, instance):
+    resources, defs, cursor = history
+    backfill = dg.materialize(raw.raw_assets, resources=resources, instance=instance, partition_key=DAYS[1],
+                              tags={"dagster/backfill": "stand-in"})
+    events = backfill.get_asset_materialization_events()
+    assert len(events) == 2 and all(e.materialization.metadata["unchanged"].value for e in events)
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+    assert "features" not in _requested(tick) and "labels" not in _requested(tick)

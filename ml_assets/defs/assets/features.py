@@ -3,7 +3,7 @@
 import dagster as dg
 
 from ml_assets.defs.assets.raw import raw_asset_key
-from ml_assets.defs.automation import on_upstream_day_changed
+from ml_assets.defs.automation import on_raw_day_changed
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY
 from ml_assets.defs.freshness import data_freshness
@@ -18,7 +18,7 @@ _SPARK_DAILY = dict(
     # A range of days is one Spark job, not one Spark start-up per day.
     backfill_policy=dg.BackfillPolicy.single_run(),
     io_manager_key="spark_io",
-    automation_condition=on_upstream_day_changed,
+    automation_condition=on_raw_day_changed,
     ins=_RAW_INS,
     code_version="1",
     kinds={"spark", "parquet"},
