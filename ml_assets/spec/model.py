@@ -129,6 +129,12 @@ class ClusteringSpec(_Strict):
     window_days: int = Field(28, ge=1, description="Trailing days of features the model fits on")
     seed: int = 13
     max_iterations: int = Field(20, ge=1)
+    refit_cron: str = Field(
+        "0 4 * * 1",
+        pattern=r"^\S+( \S+){4}$",
+        description="Cron (spec timezone) of the cluster model's refit, done only if feature days arrived "
+        "since the last fit: centroids move slowly and every refit re-labels every stored day's clusters",
+    )
 
 
 class TrainingSpec(_Strict):

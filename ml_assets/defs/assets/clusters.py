@@ -22,10 +22,10 @@ CLUSTER_MODEL_BLOB = "artifacts/cluster_model/model.json"
 AUTOMATION_TAG = "dagster/from_automation_condition"
 
 
-# Refit on a full trailing window at most once a week (Monday 04:00, spec timezone), and only if
+# Refit on a full trailing window at the spec's refit_cron (weekly by default), and only if
 # feature days arrived since the last fit: centroids move slowly and every refit re-labels every
 # day's clusters.
-CLUSTER_REFIT_CRON = "0 4 * * 1"
+CLUSTER_REFIT_CRON = SPEC.clustering.refit_cron
 
 _refit_tick = dg.AutomationCondition.cron_tick_passed(CLUSTER_REFIT_CRON, SPEC.timezone)
 # The first fit is attempted on each new features day until a full window exists (the asset skips
