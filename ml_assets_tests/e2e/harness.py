@@ -253,8 +253,11 @@ def open_instance(env: Mapping[str, str]) -> Iterator:
 # ----------------------------------------------------------------------------------------------
 
 
-def materializations(instance, keys: Iterable) -> Counter:
-    """How many times each (asset, partition) was materialized; partition None if unpartitioned."""
+def materializations(instance, keys: Iterable, restated: bool = False) -> Counter:
+    """How many times each (asset, partition) was materialized; partition None if unpartitioned.
+
+    A backfill of a stored raw day restates it (metadata unchanged=true, same data version): those
+    events are counted instead of the real ones when `restated` is true."""
     import dagster as dg
 
     counts: Counter = Counter()
@@ -264,7 +267,9 @@ def materializations(instance, keys: Iterable) -> Counter:
             result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1000,
                                                      cursor=cursor, ascending=True)
             for record in result.records:
-                counts[(key.to_user_string(), record.asset_materialization.partition)] += 1
+                flag = record.asset_materialization.metadata.get("unchanged")
+                if bool(flag.value if flag is not None else False) == restated:
+                    counts[(key.to_user_string(), record.asset_materialization.partition)] += 1
             if not result.has_more:
                 break
             cursor = result.cursor

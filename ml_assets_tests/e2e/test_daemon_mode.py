@@ -110,7 +110,8 @@ def test_daemon_mode_end_to_end(daemon_deployment, example_frames):
         finally:
             stop_group(server)
 
-        # 3. A backfill of days that already landed, launched as the UI does, materializes nothing again.
+        # 3. A backfill of days that already landed, launched as the UI does, materializes nothing again
+        # (it restates them: same data version, marked unchanged).
         backfilled = [FIRST_DAY.isoformat(), (FIRST_DAY + dt.timedelta(1)).isoformat()]
         backfill_id = launch_asset_backfill(deployed.stack.webserver_url, ["raw_flights", "raw_weather"], backfilled)
         wait_until(lambda: instance.get_backfill(backfill_id).status.value.startswith("COMPLETED")
@@ -120,7 +121,11 @@ def test_daemon_mode_end_to_end(daemon_deployment, example_frames):
         backfill_status = instance.get_backfill(backfill_id).status.value
         wait_until(lambda: quiet(instance), what="the daemon to have nothing left to do", timeout=DAY_TIMEOUT_S,
                    interval=5, dump=dump)
+        # The backfill restates the stored days (same data version, marked unchanged) and nothing
+        # downstream runs: no new real materialization anywhere.
         assert materializations(instance, KEYS) == first, f"the backfill materialized landed days again:\n{dump()}"
+        restated = materializations(instance, KEYS, restated=True)
+        assert set(restated) == {(k, d) for k in ("raw_flights", "raw_weather") for d in backfilled}, dump()
         assert_spark_never_overlapped(instance)
 
         # 4. One more day: only its partitions, and the live performance of the day before (whose
