@@ -64,6 +64,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ml_assets.ops.processes import descendants
+
 FIRST_DAY = dt.date(2013, 1, 1)
 # As ml_assets.demo runs every run: DEBUG events go to the run history only, warnings to stderr.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -179,31 +181,12 @@ def _status_kib(pid: int | str, field_name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _descendants(root: int) -> list[int]:
-    parents: dict[int, list[int]] = defaultdict(list)
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        parents[ppid].append(int(entry.name))
-    found, todo = [], [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 @contextlib.contextmanager
 def memory_watch(interval: float = 0.05) -> Iterator[dict]:
     """Peak RSS of this Python process (and, separately, its child processes: the Spark JVM)."""
     report: dict = {}
     own_pid = os.getpid()
-    children = _descendants(own_pid)
+    children = descendants(own_pid)
     try:  # Linux: writing 5 resets VmHWM, so it becomes the peak of this phase alone
         Path("/proc/self/clear_refs").write_text("5")
         hwm_reset = True

@@ -58,36 +58,33 @@ def is_running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2 :].split()[0] != "Z"
 
 
-def group_members(pgid: int) -> list[int]:
-    """PIDs (zombies excluded) whose process group is `pgid`, read from /proc."""
-    members = []
+def _living_processes() -> list[tuple[int, int, int]]:
+    """(pid, ppid, pgrp) of every process but zombies, read from /proc."""
+    living = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
         except OSError:
-            continue
+            continue  # exited while we looked
         # Fields after the parenthesised command: state ppid pgrp ...
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
+        state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        if state != "Z":
+            living.append((int(entry.name), int(ppid), int(pgrp)))
+    return living
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs (zombies excluded) whose process group is `pgid`."""
+    return [pid for pid, _, pgrp in _living_processes() if pgrp == pgid]
 
 
 def descendants(pid: int) -> list[int]:
-    """Living (non-zombie) descendants of `pid`, whatever their process group, from /proc."""
+    """Living (non-zombie) descendants of `pid`, whatever their process group."""
     children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2 :].split()
-        if fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(int(entry.name))
+    for child, parent, _ in _living_processes():
+        children.setdefault(parent, []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
