@@ -9,8 +9,6 @@ cases, run as real `ml-assets` subprocesses.
 from __future__ import annotations
 
 import datetime as dt
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import pytest
 
 from ml_assets.cli import main
 from ml_assets.ml.models import FeatureColumns, SklearnParams, save_model, train_sklearn
+from ml_assets.ops.processes import stop_groups
 from ml_assets.spec import load_spec
 from ml_assets.storage import AzureBlobStore
 from ml_assets.storage.model_store import ModelStore
@@ -88,16 +87,6 @@ def test_land(azurite, azure_env, capsys):
             assert list(store.list(spec.blob_prefix(source, day) + "/")), f"{source} {day} not landed"
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-
-
 @pytest.mark.timeout(300)
 def test_serve_answers_over_http(azurite, azure_env, example_frames, tmp_path):
     frame, labels = flights_features(example_frames, 400, seed=3)
@@ -141,7 +130,7 @@ def test_serve_answers_over_http(azurite, azure_env, example_frames, tmp_path):
             assert len(predicted.json()["predictions"]) == len(rows)
             assert all(0 < p < 1 for p in predicted.json()["predictions"])
     finally:
-        _stop(process)
+        stop_groups([process], timeout=15)
 
 
 def test_history_subprocess(azurite, azure_env, tmp_path):

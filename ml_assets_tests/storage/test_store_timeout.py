@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import pytest
 
+from ml_assets.ops.processes import stop_groups
 from ml_assets.storage import AzureBlobStore, BlobStoreError
 from ml_assets_tests.fixtures.azurite import (
     ACCOUNT_KEY,
@@ -85,12 +86,7 @@ def _private_azurite(tmp_path) -> Iterator[tuple[subprocess.Popen, str]]:
         yield process, f"http://127.0.0.1:{port}/{ACCOUNT_NAME}"
     finally:
         os.killpg(process.pid, signal.SIGCONT)
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
+        stop_groups([process])
 
 
 @pytest.mark.azurite
