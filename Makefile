@@ -41,7 +41,9 @@ PYTEST_RC_FILE ?=
 # ---------------------------------------------------------------------------------------------
 export DAGSTER_HOME              := $(CURDIR)/$(HOME_DIR)
 export DAGSTER_DISABLE_TELEMETRY := 1
-export SPARK_LOCAL_IP            := 127.0.0.1
+# Loopback for the embedded local[*] Spark; on a host of a real cluster set SPARK_LOCAL_IP (and
+# spark.driver.host) to an address the workers can reach.
+export SPARK_LOCAL_IP            ?= 127.0.0.1
 export PYSPARK_PYTHON            := $(CURDIR)/$(VENV)/bin/python
 # Azurite's binaries (azurite-blob, ...) are found on PATH by the test fixtures and by hand.
 export PATH                      := $(CURDIR)/$(TOOLS)/node_modules/.bin:$(PATH)
@@ -134,13 +136,14 @@ $(AZURITE):
 	@test -x $@ || { echo "ERROR: npm finished but $@ is missing." >&2; exit 1; }
 	@touch $@
 
-services-deps: ## Make sure Debian's PostgreSQL server and Chromium are present (apt-get installs them)
+services-deps: ## Make sure Debian's PostgreSQL server, Redis and Chromium are present (apt-get installs them)
 	@missing=""; \
 	if [ -z "$${PG_BIN_DIR:-}" ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
 	  missing="$$missing postgresql"; fi; \
 	if ! command -v chromium >/dev/null 2>&1; then missing="$$missing chromium"; fi; \
+	if ! command -v redis-server >/dev/null 2>&1; then missing="$$missing redis-server"; fi; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
-	echo ">> installing$$missing (PostgreSQL server for the instance tests, Chromium for the UI tests)"; \
+	echo ">> installing$$missing (PostgreSQL server for the instance tests, Redis as the Celery broker, Chromium for the UI tests)"; \
 	$(APT_GET_FN); \
 	{ apt_get update -qq && apt_get install -y -qq --no-install-recommends $$missing; } || { \
 	  echo "ERROR: could not install$$missing. Install Debian's packages ($$missing) and retry," \
@@ -148,7 +151,8 @@ services-deps: ## Make sure Debian's PostgreSQL server and Chromium are present 
 	  exit 1; }; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -n "$${PG_BIN_DIR:-}" ] || { \
 	  echo "ERROR: postgresql installed but no /usr/lib/postgresql/*/bin/initdb." >&2; exit 1; }; \
-	command -v chromium >/dev/null 2>&1 || { echo "ERROR: chromium installed but not on PATH." >&2; exit 1; }
+	command -v chromium >/dev/null 2>&1 || { echo "ERROR: chromium installed but not on PATH." >&2; exit 1; }; \
+	command -v redis-server >/dev/null 2>&1 || { echo "ERROR: redis-server installed but not on PATH." >&2; exit 1; }
 
 # DAGSTER_HOME's instance profile: PROFILE=sqlite (dagster.yaml, embedded, zero set-up) or
 # PROFILE=postgres (deploy/dagster.postgres.yaml: needs DAGSTER_POSTGRES_* in the environment,
