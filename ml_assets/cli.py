@@ -27,7 +27,13 @@ def cmd_land(args: argparse.Namespace) -> int:
         print(f"spec {spec.name!r} names no example_data to land", file=sys.stderr)
         return 2
     store = resources_for_environment()["blob_store"].blob_store()
-    landed = land(store, spec, load_example(spec.example_data), days_between(args.start, args.end), progress=True)
+    days = days_between(args.start, args.end)
+    frames = load_example(spec.example_data)
+    if args.scale != 1:
+        from ml_assets.examples.volume import scale_example
+
+        frames = scale_example(spec, frames, args.scale, args.seed, days)
+    landed = land(store, spec, frames, days, progress=True)
     print(f"landed {len(landed)} blobs ({sum(b.rows for b in landed)} rows) into {store.location}")
     return 0
 
@@ -139,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     land.add_argument("--spec", default="flights", help="bundled spec name or YAML path")
     land.add_argument("--start", type=_date, required=True)
     land.add_argument("--end", type=_date, required=True)
+    land.add_argument("--scale", type=int, default=1,
+                      help="volume: each day's rows x N (resampled with jitter, keys unique; default 1)")
+    land.add_argument("--seed", type=int, default=0, help="seed of --scale's resampling (default 0)")
     land.set_defaults(func=cmd_land)
     demo = sub.add_parser("demo", help="the main job: land day after day; drift and performance drive retraining")
     demo.add_argument("--start", type=_date, default=dt.date(2013, 1, 1), help="first day landed")
@@ -162,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command in ("land", "demo") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
+    if args.command == "land" and not 1 <= args.scale <= 1000:
+        parser.error(f"--scale {args.scale} is not in 1..1000")
     from ml_assets.defs.resources import EnvConfigError
     from ml_assets.spec import SpecError
     from ml_assets.storage import BlobStoreError
