@@ -50,6 +50,7 @@ from ml_assets.storage.azure_sdk import (
 )
 from ml_assets.storage.base import (
     BlobConflictError,
+    BlobCorruptError,
     BlobInfo,
     BlobNotFoundError,
     BlobStore,
@@ -288,10 +289,10 @@ class AzureBlobStore(BlobStore):
     def get(self, key: str) -> bytes:
         blob = self.container.get_blob_client(validate_key(key))
 
-        def read() -> tuple[bytes, str, str | None]:
+        def read() -> tuple[bytes, str, str | None, str]:
             stream = blob.download_blob(max_concurrency=self.max_concurrency)
             data = stream.readall()
-            return data, sha256_hex(data), recorded_sha(stream)
+            return data, sha256_hex(data), recorded_sha(stream), stream.properties.etag
 
         return self._verified_read(key, read)
 
@@ -300,10 +301,11 @@ class AzureBlobStore(BlobStore):
         is checked against its sha256 (see `_verified_read`), so data and etag belong together."""
         blob = self.container.get_blob_client(validate_key(key))
 
-        def read() -> tuple[tuple[bytes, str], str, str | None]:
+        def read() -> tuple[tuple[bytes, str], str, str | None, str]:
             stream = blob.download_blob(max_concurrency=self.max_concurrency)
             data = stream.readall()
-            return (data, stream.properties.etag), sha256_hex(data), recorded_sha(stream)
+            etag = stream.properties.etag
+            return (data, etag), sha256_hex(data), recorded_sha(stream), etag
 
         return self._verified_read(key, read)
 
@@ -315,7 +317,7 @@ class AzureBlobStore(BlobStore):
         try:
             with os.fdopen(fd, "w+b") as handle:
 
-                def read() -> tuple[None, str, str | None]:
+                def read() -> tuple[None, str, str | None, str]:
                     handle.seek(0)
                     handle.truncate()
                     stream = blob.download_blob(max_concurrency=self.max_concurrency)
@@ -323,7 +325,7 @@ class AzureBlobStore(BlobStore):
                     handle.flush()
                     handle.seek(0)
                     digest = hashlib.file_digest(handle, "sha256").hexdigest()
-                    return None, digest, recorded_sha(stream)
+                    return None, digest, recorded_sha(stream), stream.properties.etag
 
                 self._verified_read(key, read)
                 os.fsync(handle.fileno())
@@ -332,7 +334,9 @@ class AzureBlobStore(BlobStore):
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _verified_read(self, key: str, read: Callable[[], tuple[T, str, str | None]]) -> T:
+    def _verified_read(
+        self, key: str, read: Callable[[], tuple[T, str, str | None, str]]
+    ) -> T:
         """Read a blob whole, or retry if it was replaced while being read.
 
         The SDK pins the etag of the first chunk, so a replace during a chunked download
@@ -340,24 +344,54 @@ class AzureBlobStore(BlobStore):
         sha256 recorded in the metadata that came with the first chunk: this also catches
         servers whose reads are not snapshot-consistent (Azurite can return blocks of two
         versions under one etag) and corruption in transit.
+
+        A torn read differs from one read to the next; the same wrong content twice under the
+        same etag is not torn but stored: the blob was replaced with its metadata kept (or
+        damaged), and that fails at once with BlobCorruptError instead of retrying.
         """
+        previous: tuple[str, str] | None = None
         for attempt in range(self.read_attempts):
             if attempt:
                 time.sleep(min(0.02 * 2**attempt, 1.0))
             try:
                 with self._errors("read", key, reading=True):
-                    result, digest, expected = read()
+                    result, digest, expected, etag = read()
             except BlobStoreError as exc:
                 if was_modified(exc) and attempt < self.read_attempts - 1:
                     continue
                 raise
             if expected is None or digest == expected:
                 return result
+            if previous == (digest, etag):
+                raise BlobCorruptError(
+                    f"{self.describe(key)} does not hold the content its metadata describes: "
+                    f"two reads of it (etag {etag}) gave sha256 {digest}, its metadata says "
+                    f"{expected} - replaced with its metadata kept, or damaged"
+                )
+            previous = (digest, etag)
             log.info("torn read of %s (attempt %d): retrying", self.describe(key), attempt + 1)
         raise BlobStoreError(
             f"cannot read {self.describe(key)}: its content did not match its sha256 in "
             f"{self.read_attempts} attempts (replaced continuously while being read?)"
         )
+
+    def content_digest(self, key: str) -> tuple[int, str]:
+        """Streams the blob and hashes what arrived; no cache.
+
+        A cache keyed by the etag would be sound on Azure (every write changes it), but reads
+        cost about as much as the hash, artifacts are small, and the recorded metadata is
+        exactly what a replace-with-metadata-kept leaves unchanged, so nothing is trusted.
+        """
+        blob = self.container.get_blob_client(validate_key(key))
+        digest = hashlib.sha256()
+        size = 0
+        with self._errors("read", key, reading=True):
+            # The SDK pins the first chunk's etag: a replace mid-read fails, never mixes.
+            stream = blob.download_blob(max_concurrency=self.max_concurrency)
+            for chunk in stream.chunks():
+                digest.update(chunk)
+                size += len(chunk)
+        return size, digest.hexdigest()
 
     def info(self, key: str) -> BlobInfo:
         blob = self.container.get_blob_client(validate_key(key))

@@ -17,6 +17,10 @@ class BlobNotFoundError(BlobStoreError, FileNotFoundError):
     """The named blob does not exist."""
 
 
+class BlobCorruptError(BlobStoreError):
+    """A blob's content does not match the sha256 recorded with it (replaced or damaged)."""
+
+
 class BlobConflictError(BlobStoreError):
     """A conditional write (`put_if`) lost: the blob changed, appeared or vanished meanwhile."""
 
@@ -107,6 +111,28 @@ class BlobStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one blob; removing a missing blob is not an error."""
+
+    def content_digest(self, key: str) -> tuple[int, str]:
+        """Size and sha256 of the blob's content as read now, never a recorded or cached value.
+
+        For integrity checks (see ModelStore.verify): `info` and `list` return the sha256
+        recorded when the blob was written, which bit rot or a replace that kept the
+        metadata leaves unchanged. Backends override this to stream instead of buffering.
+        """
+        data = self.get(key)
+        return len(data), sha256_hex(data)
+
+    def stale_temp_files(self, older_than: float) -> list[tuple[str, int]]:
+        """(name, bytes) of temp files a killed write left, untouched since `older_than` (epoch s).
+
+        Only backends that write temp files have any (the local folder); names are relative
+        to the store and are passed back to `delete_temp_file`.
+        """
+        return []
+
+    def delete_temp_file(self, name: str) -> None:
+        """Remove one temp file named by `stale_temp_files` (missing is not an error)."""
+        raise BlobStoreError(f"{self.location} keeps no temp files: cannot delete {name}")
 
     def exists(self, key: str) -> bool:
         try:

@@ -206,6 +206,42 @@ class LocalBlobStore(BlobStore):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
             raise BlobNotFoundError(f"blob not found: {self.describe(key)}") from exc
 
+    def content_digest(self, key: str) -> tuple[int, str]:
+        # Reads every byte: the sidecar is trusted only by `info`/`list`, whose size+mtime+inode
+        # key does not change when a byte rots in place.
+        try:
+            with open(self._path(key), "rb") as handle:
+                if not stat_module.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise IsADirectoryError(key)
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
+                return handle.tell(), digest
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise BlobNotFoundError(f"blob not found: {self.describe(key)}") from exc
+        except OSError as exc:
+            raise BlobStoreError(f"cannot read {self.describe(key)}: {exc}") from exc
+
+    def stale_temp_files(self, older_than: float) -> list[tuple[str, int]]:
+        """Temp files of writes that never finished (killed between mkstemp and rename)."""
+        found = []
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if not name.startswith(_TMP_PREFIX):
+                    continue
+                path = Path(dirpath) / name
+                try:
+                    stat = path.lstat()
+                except FileNotFoundError:
+                    continue  # renamed into place or removed meanwhile
+                if stat_module.S_ISREG(stat.st_mode) and stat.st_mtime < older_than:
+                    found.append((path.relative_to(self.root).as_posix(), stat.st_size))
+        return sorted(found)
+
+    def delete_temp_file(self, name: str) -> None:
+        path = self.root / name
+        if not path.name.startswith(_TMP_PREFIX) or self.root not in path.resolve().parents:
+            raise BlobStoreError(f"refusing to delete {self.describe(name)}: not a temp file")
+        path.unlink(missing_ok=True)
+
     def download_file(self, key: str, path: Path) -> None:
         source = self._path(key)
         if not source.is_file():

@@ -23,79 +23,70 @@ The champion pointer is TF Serving's `specific { versions: [...] }` pin / MLflow
 `@champion` alias: one small blob replaced by compare-and-swap (`BlobStore.put_if`), so two
 deployers deciding from the same champion cannot both win, and it carries the append-only
 history of every promotion and rollback.
+
+Integrity: `verify` (run by promote and rollback) and `fetch` (run by every load) hash the
+bytes they read, never a digest recorded beside them (sidecar, blob metadata), so bit rot
+with the mtime kept or a blob replaced with its metadata kept is refused. The pointer and
+each history entry record the sha256 of the manifest.json bytes; `get`/`verify`/`fetch` given
+that digest refuse a manifest edited afterwards (any byte, metrics included). Debris of
+killed publishes is removed by `model_gc.collect_garbage` (`ml-assets gc`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import shutil
 import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from ml_assets.fileio import exclusive_lock
 from ml_assets.storage.base import (
     BlobConflictError,
+    BlobCorruptError,
     BlobNotFoundError,
     BlobStore,
     BlobStoreError,
+    sha256_hex,
+)
+from ml_assets.storage.model_champion import ChampionMixin
+from ml_assets.storage.model_manifest import (
+    CHAMPION,
+    MANIFEST,
+    MANIFEST_KEYS,
+    NAME_PATTERN,
+    RESERVED,
+    ChampionPointer,
+    ModelIntegrityError,
+    ModelVersion,
+    PromotionConflictError,
+    compare_files,
+    hash_tree,
+    local_files,
+    peek,
+    upload_order,
 )
 
-MANIFEST = "manifest.json"
-RESERVED = ".reserved"
-CHAMPION = "CHAMPION"
-#: Keys `publish` adds to the caller's manifest (a caller's manifest must not set them).
-MANIFEST_KEYS = ("name", "version", "created_at", "files")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_SERVING_GRAPHS = ("saved_model.pb", "saved_model.pbtxt")
+__all__ = [
+    "CHAMPION",
+    "MANIFEST",
+    "MANIFEST_KEYS",
+    "RESERVED",
+    "ChampionPointer",
+    "ModelIntegrityError",
+    "ModelStore",
+    "ModelVersion",
+    "PromotionConflictError",
+]
+
 _MAX_RESERVE_ATTEMPTS = 1000
 
 
-class ModelIntegrityError(BlobStoreError):
-    """A version is incomplete or its files do not match its manifest."""
-
-    def __init__(self, message: str, *, name: str, version: int, file: str | None = None):
-        super().__init__(message)
-        self.name = name
-        self.version = version
-        self.file = file
-
-
-class PromotionConflictError(BlobStoreError):
-    """The champion moved since the caller looked: someone else promoted first."""
-
-    def __init__(self, message: str, *, name: str, expected: int | None, actual: int | None):
-        super().__init__(message)
-        self.name = name
-        self.expected = expected
-        self.actual = actual
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    name: str
-    version: int
-    manifest: dict
-
-
-@dataclass(frozen=True)
-class ChampionPointer:
-    name: str
-    version: int | None  # None: never promoted
-    history: list[dict] = field(default_factory=list)
-    #: etag of the CHAMPION blob as read; None when there is no pointer blob yet.
-    etag: str | None = None
-
-
-class ModelStore:
+class ModelStore(ChampionMixin):
     """Publishes, verifies, fetches and promotes versions of named models."""
 
     def __init__(self, blobs: BlobStore, cache_dir: Path):
@@ -106,7 +97,7 @@ class ModelStore:
 
     @staticmethod
     def _prefix(name: str) -> str:
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
+        if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
             raise ValueError(
                 f"invalid model name {name!r}: letters, digits, '.', '_' and '-' only, "
                 "starting with a letter or digit"
@@ -120,6 +111,11 @@ class ModelStore:
 
     def _where(self, name: str, version: int) -> str:
         return self.blobs.describe(self._version_prefix(name, version))
+
+    def names(self) -> list[str]:
+        """Every model name with at least one blob in the store."""
+        return sorted({blob.key.split("/")[1] for blob in self.blobs.list("models/")
+                       if blob.key.count("/") >= 2})
 
     # -- publish ----------------------------------------------------------------------------
 
@@ -136,7 +132,7 @@ class ModelStore:
         clashing = sorted(set(manifest) & set(MANIFEST_KEYS))
         if clashing:
             raise ValueError(f"manifest of {name} must not set {clashing}: publish sets them")
-        files = _hash_tree(local_dir)
+        files = hash_tree(local_dir)
         if not files:
             raise BlobStoreError(f"refusing to publish an empty version of {name} from {local_dir}")
         for reserved in (MANIFEST, RESERVED):
@@ -148,11 +144,11 @@ class ModelStore:
         # Serialised now, so an unserialisable manifest fails before a number is claimed.
         json.dumps(manifest)
 
-        version = self._reserve(name)
+        version, token = self._reserve(name)
         vprefix = f"{prefix}/{version}"
         uploaded: list[str] = []
         try:
-            for rel in sorted(files, key=_upload_order):
+            for rel in sorted(files, key=upload_order):
                 key = f"{vprefix}/{rel}"
                 info = self.blobs.put_file(key, local_dir / rel)
                 uploaded.append(key)
@@ -173,9 +169,18 @@ class ModelStore:
                 "files": files,
             }
             document = json.dumps(full, indent=2, sort_keys=True).encode()
+            # `ml-assets gc` replaces the claim of a version it collects: a publish that
+            # outlived the grace period must not then make its emptied version visible.
+            if self.blobs.get(f"{vprefix}/{RESERVED}") != token:
+                raise BlobStoreError(
+                    f"cannot publish {name} version {version}: its reservation in "
+                    f"{self._where(name, version)} was collected by `ml-assets gc` while the "
+                    "publish ran (it outlived the grace period)"
+                )
         except BaseException:
             self._discard(uploaded)
             raise
+        published = ModelVersion(name, version, full, sha256_hex(document))
         # Last, and create-only: the version becomes visible with this one write.
         manifest_key = f"{vprefix}/{MANIFEST}"
         try:
@@ -185,11 +190,11 @@ class ModelStore:
             # or a retry that then conflicted with it): never discard files of a visible version.
             stored = self._read_if_possible(manifest_key)
             if stored == document:
-                return ModelVersion(name, version, full)
+                return published
             if stored is None:
                 self._discard(uploaded)
             raise  # (stored is False: cannot tell, so everything stays in place)
-        return ModelVersion(name, version, full)
+        return published
 
     def _read_if_possible(self, key: str) -> bytes | bool | None:
         """The blob's content, None if it does not exist, False if that cannot be told."""
@@ -206,7 +211,7 @@ class ModelStore:
             with suppress(Exception):
                 self.blobs.delete(key)
 
-    def _reserve(self, name: str) -> int:
+    def _reserve(self, name: str) -> tuple[int, bytes]:
         """Claim the lowest version number above every folder ever started (complete or not)."""
         candidate = max(self._all_version_folders(name), default=0) + 1
         token = json.dumps(
@@ -221,12 +226,12 @@ class ModelStore:
             key = f"{self._prefix(name)}/{candidate}/{RESERVED}"
             try:
                 self.blobs.put_if(key, token, None)
-                return candidate
+                return candidate, token
             except BlobConflictError:
                 # Our own create whose response was lost (then retried) also lands here.
                 with suppress(BlobNotFoundError):
                     if self.blobs.get(key) == token:
-                        return candidate
+                        return candidate, token
                 candidate += 1
         raise BlobStoreError(
             f"cannot reserve a version of {name} in {self.blobs.describe(self._prefix(name))}: "
@@ -254,8 +259,12 @@ class ModelStore:
                 found.append(int(parts[0]))
         return sorted(found)
 
-    def get(self, name: str, version: int) -> ModelVersion:
-        """The manifest of one version; ModelIntegrityError if it is incomplete."""
+    def get(self, name: str, version: int, *, manifest_sha256: str | None = None) -> ModelVersion:
+        """The manifest of one version; ModelIntegrityError if it is incomplete.
+
+        With `manifest_sha256` (what the champion pointer or its history recorded), a
+        manifest.json whose bytes hash differently is refused: edited after it was promoted.
+        """
         vprefix = self._version_prefix(name, version)
         try:
             raw = self.blobs.get(f"{vprefix}/{MANIFEST}")
@@ -271,15 +280,27 @@ class ModelStore:
             raise BlobNotFoundError(
                 f"model {name} has no version {version} in {self._where(name, version)}"
             ) from None
+        except BlobCorruptError as exc:
+            raise self._integrity(name, version, MANIFEST, str(exc)) from exc
+        digest = sha256_hex(raw)
+        if manifest_sha256 is not None and digest != manifest_sha256:
+            raise self._integrity(
+                name,
+                version,
+                MANIFEST,
+                f"{MANIFEST} of {name} version {version} in {self._where(name, version)} was "
+                f"changed after it was promoted: its bytes hash to sha256 {digest}, the champion "
+                f"pointer recorded {manifest_sha256}",
+            )
         try:
             manifest = json.loads(raw)
         except ValueError as exc:
-            raise ModelIntegrityError(
+            raise self._integrity(
+                name,
+                version,
+                MANIFEST,
                 f"{MANIFEST} of {name} version {version} in {self._where(name, version)} is not "
                 f"valid JSON: {exc}",
-                name=name,
-                version=version,
-                file=MANIFEST,
             ) from exc
         if (
             not isinstance(manifest, dict)
@@ -287,71 +308,101 @@ class ModelStore:
             or manifest.get("version") != version
             or not isinstance(manifest.get("files"), dict)
         ):
-            raise ModelIntegrityError(
+            raise self._integrity(
+                name,
+                version,
+                MANIFEST,
                 f"{MANIFEST} in {self._where(name, version)} does not describe {name} version "
-                f"{version} (name={_peek(manifest, 'name')!r}, "
-                f"version={_peek(manifest, 'version')!r})",
-                name=name,
-                version=version,
-                file=MANIFEST,
+                f"{version} (name={peek(manifest, 'name')!r}, "
+                f"version={peek(manifest, 'version')!r})",
             )
-        return ModelVersion(name, version, manifest)
+        return ModelVersion(name, version, manifest, digest)
 
-    def verify(self, name: str, version: int) -> ModelVersion:
-        """Check the stored files against the manifest from the listing alone (no download).
+    @staticmethod
+    def _integrity(name: str, version: int, file: str, message: str) -> ModelIntegrityError:
+        return ModelIntegrityError(message, name=name, version=version, file=file)
 
-        Every manifest file must exist with its size and sha256, and no other file may be
+    def _mismatch(self, name: str, version: int, what: str, problems) -> ModelIntegrityError:
+        return self._integrity(
+            name,
+            version,
+            problems[0][0],
+            f"{what} of {name} version {version} in {self._where(name, version)} does not "
+            "match its manifest: " + "; ".join(f"{rel}: {why}" for rel, why in problems),
+        )
+
+    def verify(
+        self, name: str, version: int, *, manifest_sha256: str | None = None
+    ) -> ModelVersion:
+        """Read every stored file of one version and check the bytes against its manifest.
+
+        Every manifest file must exist with its size and the sha256 of the content read now
+        (no recorded or cached digest is trusted: a size+mtime+inode key misses a byte that
+        rots in place, blob metadata misses a replace that kept it), and no other file may be
         there. Raises ModelIntegrityError naming the first bad file (the message lists all).
         """
-        model = self.get(name, version)
+        model = self.get(name, version, manifest_sha256=manifest_sha256)
+        files = model.manifest["files"]
         vprefix = self._version_prefix(name, version) + "/"
-        stored = {
-            blob.key[len(vprefix) :]: (blob.size, blob.sha256) for blob in self.blobs.list(vprefix)
-        }
-        stored.pop(MANIFEST, None)
-        stored.pop(RESERVED, None)
-        problems = _compare(model.manifest["files"], stored)
+        listed = {blob.key[len(vprefix) :] for blob in self.blobs.list(vprefix)}
+        listed -= {MANIFEST, RESERVED}
+        actual: dict[str, tuple[int, str]] = {}
+        for rel in sorted(listed):
+            if rel not in files:
+                actual[rel] = (-1, "")  # extra: reported by compare_files, not read
+                continue
+            with suppress(BlobNotFoundError):  # deleted since the listing: reported missing
+                actual[rel] = self.blobs.content_digest(vprefix + rel)
+        problems = compare_files(files, actual)
         if problems:
-            raise ModelIntegrityError(
-                f"{name} version {version} in {self._where(name, version)} does not match its "
-                f"manifest: " + "; ".join(f"{rel}: {why}" for rel, why in problems),
-                name=name,
-                version=version,
-                file=problems[0][0],
-            )
+            raise self._mismatch(name, version, "the stored files", problems)
         return model
 
-    def fetch(self, name: str, version: int) -> Path:
+    def fetch(self, name: str, version: int, *, manifest_sha256: str | None = None) -> Path:
         """A local directory holding exactly the files of one version, each verified.
 
-        On every call: the stored files are checked against the manifest from the listing
-        (`verify`), and the cached copy, if any, is re-hashed file by file (artifacts are
-        small). A cached copy that no longer matches (changed, missing or extra file: local
-        tampering or damage) is discarded and downloaded again; the download is verified
-        against the manifest before it replaces the cached copy. Both backends return a copy
-        under cache_dir, never the store's own files. Callers must not write into it.
+        On every call the manifest is read (and checked against `manifest_sha256` if given)
+        and the cached copy, if any, is re-hashed file by file, no cache of hashes (artifacts
+        are small; bench/bench_verify.py measures it). A cached copy that no longer matches
+        (changed, missing or extra file: local tampering or damage) is discarded and
+        downloaded again; the download is hashed as written and must match the manifest
+        before it replaces the cached copy. Both backends return a copy under cache_dir,
+        never the store's own files. Callers must not write into it.
         """
-        model = self.verify(name, version)
+        model = self.get(name, version, manifest_sha256=manifest_sha256)
         files = model.manifest["files"]
+        vprefix = self._version_prefix(name, version)
+        # The listing's recorded digests are not proof (the bytes hashed below are), but
+        # they make a copy in the cache unable to hide a store replaced the ordinary way.
+        listed = {
+            blob.key[len(vprefix) + 1 :]: (blob.size, blob.sha256)
+            for blob in self.blobs.list(vprefix + "/")
+        }
+        listed.pop(MANIFEST, None)
+        listed.pop(RESERVED, None)
+        problems = compare_files(files, listed)
+        if problems:
+            raise self._mismatch(name, version, "the stored files", problems)
         target = self.cache_dir / name / str(version)
         with self._cache_lock(name, version):
-            if target.is_dir() and not _compare(files, _local_files(target)):
+            if target.is_dir() and not compare_files(files, local_files(target)):
                 return target
             staging = self.cache_dir / name / f".tmp-{version}-{uuid.uuid4().hex}"
             try:
-                vprefix = self._version_prefix(name, version)
                 for rel in files:
-                    self.blobs.download_file(f"{vprefix}/{rel}", staging / rel)
-                problems = _compare(files, _local_files(staging))
+                    try:
+                        self.blobs.download_file(f"{vprefix}/{rel}", staging / rel)
+                    except BlobCorruptError as exc:
+                        raise self._mismatch(
+                            name, version, "a download", [(rel, str(exc))]
+                        ) from exc
+                    except BlobNotFoundError as exc:
+                        raise self._mismatch(
+                            name, version, "a download", [(rel, "missing")]
+                        ) from exc
+                problems = compare_files(files, local_files(staging))
                 if problems:
-                    raise ModelIntegrityError(
-                        f"download of {name} version {version} from {self._where(name, version)} "
-                        f"does not match its manifest: "
-                        + "; ".join(f"{rel}: {why}" for rel, why in problems),
-                        name=name,
-                        version=version,
-                        file=problems[0][0],
-                    )
+                    raise self._mismatch(name, version, "a download", problems)
                 if target.exists():  # a stale or damaged copy
                     stale = target.with_name(f".tmp-stale-{version}-{uuid.uuid4().hex}")
                     target.rename(stale)
@@ -366,189 +417,3 @@ class ModelStore:
         """One fetch of a version at a time into this cache, across threads and processes."""
         with exclusive_lock(self.cache_dir / name / f".{version}.lock"):
             yield
-
-    # -- champion ---------------------------------------------------------------------------
-
-    def _champion_key(self, name: str) -> str:
-        return f"{self._prefix(name)}/{CHAMPION}"
-
-    def champion(self, name: str) -> ChampionPointer:
-        key = self._champion_key(name)
-        try:
-            raw, etag = self.blobs.get_with_etag(key)
-        except BlobNotFoundError:
-            return ChampionPointer(name, None, [], None)
-        return self._parse_pointer(name, key, raw, etag)
-
-    def _parse_pointer(self, name: str, key: str, raw: bytes, etag: str) -> ChampionPointer:
-        try:
-            document = json.loads(raw)
-            version = document["version"]
-            history = document["history"]
-            if not (version is None or isinstance(version, int)) or not isinstance(history, list):
-                raise ValueError("unexpected types")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise BlobStoreError(
-                f"champion pointer {self.blobs.describe(key)} is not valid: {exc}"
-            ) from exc
-        return ChampionPointer(name, version, history, etag)
-
-    def history(self, name: str) -> list[dict]:
-        """Every promotion and rollback of `name`, oldest first."""
-        return self.champion(name).history
-
-    def promote(
-        self,
-        name: str,
-        version: int,
-        *,
-        expected: int | None,
-        reason: str,
-        forced: bool = False,
-        actor: str = "",
-        action: str = "promote",
-    ) -> ChampionPointer:
-        """Make `version` the champion if the champion is still `expected` (None: no champion).
-
-        Compare-and-swap on the CHAMPION blob: the write succeeds only if the pointer still
-        names `expected` and nobody replaced it since it was read, else PromotionConflictError
-        (saying expected vs actual) and nothing changes. The version must be complete and its
-        stored files must match its manifest.
-        """
-        self.verify(name, version)
-        key = self._champion_key(name)
-        current = self.champion(name)
-        if current.version != expected:
-            raise PromotionConflictError(
-                f"cannot promote {name} to version {version}: expected champion "
-                f"{_label(expected)} but it is {_label(current.version)}",
-                name=name,
-                expected=expected,
-                actual=current.version,
-            )
-        at = datetime.now(UTC).isoformat()
-        entry = {
-            "action": action,
-            "version": version,
-            "previous": current.version,
-            "reason": reason,
-            "forced": bool(forced),
-            "actor": actor,
-            "at": at,
-        }
-        history = [*current.history, entry]
-        document = json.dumps(
-            {"name": name, "version": version, "updated_at": at, "history": history},
-            indent=2,
-        ).encode()
-        try:
-            info = self.blobs.put_if(key, document, current.etag)
-            etag = info.etag
-        except BlobConflictError as exc:
-            try:
-                raw, etag = self.blobs.get_with_etag(key)
-            except BlobNotFoundError:
-                raw, etag = b"", None
-            if raw != document:  # (equal: our own write, whose response was lost)
-                now = self._parse_pointer(name, key, raw, etag).version if raw else None
-                raise PromotionConflictError(
-                    f"cannot promote {name} to version {version}: expected champion "
-                    f"{_label(expected)} but another promotion won (champion is now "
-                    f"{_label(now)})",
-                    name=name,
-                    expected=expected,
-                    actual=now,
-                ) from exc
-        if etag is None:  # a backend that does not report the etag of a write
-            return self.champion(name)
-        return ChampionPointer(name, version, history, etag)
-
-    def rollback(self, name: str, version: int, *, reason: str, actor: str = "") -> ChampionPointer:
-        """Move the champion back to an earlier, complete version (CAS against the current one)."""
-        current = self.champion(name)
-        if current.version is None:
-            raise ValueError(f"cannot roll {name} back to version {version}: it has no champion")
-        if version >= current.version:
-            raise ValueError(
-                f"cannot roll {name} back to version {version}: not earlier than the champion, "
-                f"version {current.version}"
-            )
-        return self.promote(
-            name,
-            version,
-            expected=current.version,
-            reason=reason,
-            actor=actor,
-            action="rollback",
-        )
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _hash_tree(root: Path) -> dict[str, dict[str, Any]]:
-    files = {}
-    for path in sorted(root.rglob("*")):
-        if path.is_file():
-            rel = path.relative_to(root).as_posix()
-            if any(part.startswith(".tmp-") for part in rel.split("/")):
-                raise BlobStoreError(
-                    f"cannot publish {path}: names starting with '.tmp-' are reserved for "
-                    "temporary files"
-                )
-            files[rel] = _hash_file(path)
-    return files
-
-
-def _hash_file(path: Path) -> dict[str, Any]:
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        size = os.fstat(handle.fileno()).st_size
-    return {"sha256": digest, "size": size}
-
-
-def _local_files(root: Path) -> dict[str, tuple[int, str]]:
-    found = {}
-    for path in root.rglob("*"):
-        if path.is_file() or path.is_symlink():
-            info = _hash_file(path) if path.is_file() else {"size": -1, "sha256": "symlink"}
-            found[path.relative_to(root).as_posix()] = (info["size"], info["sha256"])
-    return found
-
-
-def _compare(
-    expected: dict[str, dict[str, Any]], actual: dict[str, tuple[int, str]]
-) -> list[tuple[str, str]]:
-    """(file, problem) for every missing, changed or extra file, in file order."""
-    problems = []
-    for rel in sorted(set(expected) | set(actual)):
-        if rel not in actual:
-            problems.append((rel, "missing"))
-        elif rel not in expected:
-            problems.append((rel, "extra file, not in the manifest"))
-        else:
-            size, sha = actual[rel]
-            want = expected[rel]
-            if (size, sha) != (want.get("size"), want.get("sha256")):
-                problems.append(
-                    (
-                        rel,
-                        f"changed ({size} bytes, sha256 {sha}; manifest: {want.get('size')} "
-                        f"bytes, sha256 {want.get('sha256')})",
-                    )
-                )
-    return problems
-
-
-def _upload_order(rel: str) -> tuple[int, str]:
-    # Like TFX's Pusher: the graph after the variables, so a poller never sees a graph
-    # without its variables.
-    return (1 if rel in _SERVING_GRAPHS else 0, rel)
-
-
-def _label(version: int | None) -> str:
-    return "none" if version is None else f"version {version}"
-
-
-def _peek(document: Any, key: str) -> Any:
-    return document.get(key) if isinstance(document, dict) else None
