@@ -12,6 +12,10 @@
   swapped out, so a rollback to the previous champion swaps instantly.
 - A version that fails to load is remembered with its error and retried after
   `retry_interval` seconds; the previous champion keeps serving meanwhile.
+- Every load verifies the bytes: the manifest against the digest the champion pointer (or its
+  history) recorded, and each file against the manifest (`ModelStore.fetch`). A tampered
+  version is refused like any failed load (`failures()` says why). A server that starts with
+  a refused champion serves the newest earlier champion of the history that verifies.
 
 Everything here is blocking (store IO, model loading); the HTTP app calls it from threads.
 """
@@ -32,7 +36,14 @@ if TYPE_CHECKING:
     from ml_assets.ml.models import FeatureColumns, TabularModel
     from ml_assets.storage.model_store import ModelStore
 
+from ml_assets.storage.model_manifest import recorded_manifest_sha256
+
 log = logging.getLogger(__name__)
+
+#: Earlier champions tried when a restarted server's champion is refused.
+_FALLBACK_TRIES = 3
+#: `_load_cached(digest=...)` default: look the digest up in the pointer's history.
+_FROM_HISTORY = object()
 
 
 class ModelNotFoundError(LookupError):
@@ -185,7 +196,7 @@ class ModelRegistry:
             if failed is not None and self._clock() - failed[0] < self.retry_interval:
                 return False
             try:
-                loaded = self._load_cached(target, cache=False)
+                loaded = self._load_cached(target, cache=False, digest=pointer.manifest_sha256)
             except Exception as error:  # keep serving the old champion
                 log.error(
                     "model %s version %s failed to load; keeping version %s: %s",
@@ -194,7 +205,12 @@ class ModelRegistry:
                     current.version if current else None,
                     error,
                 )
-                return False
+                if current is not None:
+                    return False
+                fallback = self._earlier_champion(pointer.history, target)
+                if fallback is None:
+                    return False
+                loaded = fallback
             self._current = loaded  # the swap: one reference assignment
             self.swaps += 1
             with self._lock:
@@ -210,6 +226,39 @@ class ModelRegistry:
             )
             return True
 
+    def _earlier_champion(self, history: list[dict], refused: int) -> LoadedModel | None:
+        """After a restart with a refused champion: the newest earlier champion that verifies.
+
+        Each is checked against the manifest digest its own history entry recorded. Tried at
+        most `_FALLBACK_TRIES` versions, so a long history of damage cannot stall a refresh.
+        """
+        tried: list[int] = []
+        for entry in reversed(history):
+            version = entry.get("version") if isinstance(entry, dict) else None
+            if not isinstance(version, int) or version == refused or version in tried:
+                continue
+            tried.append(version)
+            try:
+                loaded = self._load_cached(
+                    version, cache=False, digest=recorded_manifest_sha256(history, version)
+                )
+            except Exception as error:
+                log.error(
+                    "model %s: earlier champion %s is refused too: %s", self.name, version, error
+                )
+            else:
+                log.warning(
+                    "model %s: champion version %s is refused; serving version %s, the newest "
+                    "earlier champion that verifies",
+                    self.name,
+                    refused,
+                    version,
+                )
+                return loaded
+            if len(tried) >= _FALLBACK_TRIES:
+                break
+        return None
+
     def _existing_versions(self) -> list[int]:
         return list(self.store.versions(self.name))
 
@@ -217,14 +266,22 @@ class ModelRegistry:
         with self._lock:
             return self._load_locks.setdefault(version, threading.Lock())
 
-    def _load_cached(self, version: int, *, cache: bool = True) -> LoadedModel:
-        """Load one version once, even when several threads ask for it at the same time."""
+    def _load_cached(
+        self, version: int, *, cache: bool = True, digest: str | object | None = _FROM_HISTORY
+    ) -> LoadedModel:
+        """Load one version once, even when several threads ask for it at the same time.
+
+        `digest`: the manifest sha256 to check (None: none recorded); by default the one the
+        champion pointer's history recorded for this version, if any.
+        """
         with self._load_lock(version):
             loaded = self.peek(version)
             if loaded is not None:
                 return loaded
             try:
-                loaded = self._load(version)
+                if digest is _FROM_HISTORY:
+                    digest = recorded_manifest_sha256(self.store.history(self.name), version)
+                loaded = self._load(version, digest)
             except Exception as error:
                 with self._lock:
                     self._failures[version] = (self._clock(), f"{type(error).__name__}: {error}")
@@ -245,15 +302,17 @@ class ModelRegistry:
         while len(self._cache) > self.max_cached_versions:
             self._cache.popitem(last=False)
 
-    def _load(self, version: int) -> LoadedModel:
+    def _load(self, version: int, digest: str | None) -> LoadedModel:
         from ml_assets.ml.models import load_model
 
         started = time.perf_counter()
-        manifest = dict(self.store.get(self.name, version).manifest)
+        stored = self.store.get(self.name, version, manifest_sha256=digest)
+        manifest = dict(stored.manifest)
         if "flavor" not in manifest:
             raise ValueError(f"manifest of {self.name} version {version} has no 'flavor'")
         columns = columns_from_manifest(manifest)
-        local_dir = self.store.fetch(self.name, version)
+        # The same manifest bytes as above (a manifest replaced in between is refused).
+        local_dir = self.store.fetch(self.name, version, manifest_sha256=stored.manifest_sha256)
         model = load_model(local_dir, manifest["flavor"], columns)
         # Warm-up: one real prediction before the version can be served (TF Serving's warm-up
         # records do the same); the first call also pays lazy initialisation (tf.function tracing).
