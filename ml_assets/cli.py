@@ -136,6 +136,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from ml_assets.storage.model_gc import collect_garbage, describe
+
+    report = collect_garbage(_model_store(), grace_seconds=args.grace_hours * 3600, apply=args.apply)
+    print(describe(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     # Beta/preview notices about backfill policies and partitioned checks are for developers.
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
@@ -168,6 +176,10 @@ def main(argv: list[str] | None = None) -> int:
     history = sub.add_parser("history", help="versions, champion and promotion history of a model")
     history.add_argument("--model", default="flights")
     history.set_defaults(func=cmd_history)
+    gc = sub.add_parser("gc", help="remove incomplete model versions and stale temp files (dry run unless --apply)")
+    gc.add_argument("--grace-hours", type=float, default=24.0, help="only debris untouched this long (default 24)")
+    gc.add_argument("--apply", action="store_true", help="delete; without it, only print the bytes it would free")
+    gc.set_defaults(func=cmd_gc)
     args = parser.parse_args(argv)
     if args.command in ("land", "demo") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
@@ -183,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ml-assets: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:
-        if args.command not in ("rollback", "history"):
+        if args.command not in ("rollback", "history", "gc"):
             raise
         print(f"ml-assets: {exc}", file=sys.stderr)
         return 2
