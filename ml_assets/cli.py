@@ -114,9 +114,13 @@ def _model_store():
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from ml_assets.serving import ServingLimits
     from ml_assets.serving.app import serve
 
-    serve(_model_store(), args.model, host=args.host, port=args.port, poll_interval=args.poll_interval)
+    limits = ServingLimits(max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
+                           body_timeout_s=args.body_timeout)
+    serve(_model_store(), args.model, host=args.host, port=args.port, poll_interval=args.poll_interval,
+          limits=limits)
     return 0
 
 
@@ -167,6 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8501)
     serve.add_argument("--poll-interval", type=float, default=2.0, help="seconds between champion checks")
+    serve.add_argument("--max-body-bytes", type=int, default=64 * 1024 * 1024,
+                       help="largest request body; more is a 413 (default 64 MiB)")
+    serve.add_argument("--max-instances", type=int, default=10_000,
+                       help="most instances per predict request; more is a 413 (default 10000)")
+    serve.add_argument("--body-timeout", type=float, default=30.0,
+                       help="seconds to receive a request body once its headers arrived; then 408 and the "
+                            "connection is closed (default 30, 0 = no limit)")
     serve.set_defaults(func=cmd_serve)
     rollback = sub.add_parser("rollback", help="move the champion pointer back to an earlier version")
     rollback.add_argument("--model", default="flights")

