@@ -3,7 +3,9 @@
 - code server: `dagster code-server start -m ml_assets.definitions` (gRPC; loads the code location
   and launches the runs);
 - daemon: `dagster-daemon run -w deploy/workspace.yaml` (sensors, schedules, run queue, automation);
-- webserver: `dagster-webserver -w deploy/workspace.yaml` (UI and GraphQL).
+- webserver: `dagster-webserver -w deploy/workspace.yaml` (UI and GraphQL);
+- cluster profile only: Celery workers, `python -m ml_assets.defs.celery worker --name worker-N`
+  (`up --celery-workers 2`; ml_assets/ops/celery_workers.py), which run the steps.
 
 `start()` launches them in their own process groups and waits until they answer;
 `python -m ml_assets.services up` runs them in the foreground (`make up`) and stops all three on
@@ -15,27 +17,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ml_assets.ops.celery_workers import ROLE_PREFIX, start_workers, worker_names
 from ml_assets.ops.processes import (
     descendants,
     free_port,
     is_running,
-    port_answers,
     spawn,
     stop_groups,
     wait_until,
 )
+from ml_assets.ops.service_checks import (
+    check_role,
+    environ_of,
+    grpc_serving,
+    http_ok,
+    running_roles,
+    script,
+)
+
+__all__ = ["ROLES", "Services", "child_env", "running_roles", "service_commands", "start", "workspace_file"]
 
 ROLES = ("code-server", "daemon", "webserver")
 LOCATION_NAME = "ml_assets"
@@ -50,42 +59,12 @@ STOP_TIMEOUT_S = 8.0
 PID_FILE = "services.pid"
 
 
-def _script(name: str) -> str:
-    """A console script of this interpreter's environment (the venv or the image), else PATH."""
-    beside = Path(sys.executable).with_name(name)
-    if beside.is_file():
-        return str(beside)
-    found = shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(f"`{name}` not found beside {sys.executable} nor on PATH: "
-                                "install the project (make venv / pip install .)")
-    return found
-
-
 def workspace_file() -> Path:
     """ML_ASSETS_WORKSPACE, else deploy/workspace.yaml of the source tree."""
     path = Path(os.environ.get("ML_ASSETS_WORKSPACE", WORKSPACE))
     if not path.is_file():
         raise FileNotFoundError(f"workspace file {path} not found (set ML_ASSETS_WORKSPACE)")
     return path
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _grpc_serving(host: str, port: int, env: Mapping[str, str]) -> bool:
-    if not port_answers(host, port):
-        return False
-    result = subprocess.run(
-        [_script("dagster"), "api", "grpc-health-check", "-h", host, "-p", str(port)],
-        capture_output=True, env=dict(env), stdin=subprocess.DEVNULL, timeout=60,
-    )
-    return result.returncode == 0
 
 
 @dataclass
@@ -151,10 +130,13 @@ def start(
     webserver_port: int | None = None, grpc_port: int | None = None,
     roles: Iterable[str] = ROLES, log_dir: Path | str | None = None,
     ready_timeout: float = READY_TIMEOUT_S, definitions: str = DEFINITIONS_MODULE,
+    celery_workers: int = 0,
 ) -> Services:
     """Start the given roles on DAGSTER_HOME=`home`; free ports when None; wait until they answer.
 
     Without the code-server role, `grpc_port` names an already running code server.
+    `celery_workers` > 0 also starts that many Celery workers (worker-1..N; the cluster profile,
+    ML_ASSETS_EXECUTOR=celery with the broker URL in `env`), roles `celery-worker-1`...
     """
     home = Path(home).resolve()
     roles = tuple(roles)
@@ -173,9 +155,12 @@ def start(
     run_env = child_env(home, host, grpc_port, env)
     services = Services(host=host, grpc_port=grpc_port, webserver_port=webserver_port,
                         workspace=workspace)
-    commands = service_commands(host, grpc_port, webserver_port or 0, workspace, script=_script,
+    commands = service_commands(host, grpc_port, webserver_port or 0, workspace, script=script,
                                 definitions=definitions)
     try:
+        names = worker_names(celery_workers)
+        for name in names:  # they load Dagster while the code server starts; ready-checked below
+            services.logs[ROLE_PREFIX + name] = logs / f"{ROLE_PREFIX}{name}.log"
         for role in ROLES:
             if role not in roles:
                 continue
@@ -184,17 +169,20 @@ def start(
                                              env=run_env, cwd=home)
             if role == "code-server":
                 # The daemon and webserver would come up with the location in error otherwise.
-                wait_until(lambda: _grpc_serving(host, grpc_port, run_env),
+                wait_until(lambda: grpc_serving(host, grpc_port, run_env),
                            what=f"code server on {host}:{grpc_port}", timeout=ready_timeout,
                            process=services.processes[role], log_path=services.logs[role],
                            interval=0.5)
         if "webserver" in roles:
-            wait_until(lambda: _http_ok(f"{services.webserver_url}/server_info"),
+            wait_until(lambda: http_ok(f"{services.webserver_url}/server_info"),
                        what=f"webserver on {services.webserver_url}", timeout=ready_timeout,
                        process=services.processes["webserver"], log_path=services.logs["webserver"])
         if "daemon" in roles and services.processes["daemon"].poll() is not None:
             wait_until(lambda: False, what="dagster-daemon", timeout=0,
                        process=services.processes["daemon"], log_path=services.logs["daemon"])
+        if names:
+            workers = start_workers(names, env=run_env, log_dir=logs, cwd=home, ready_timeout=ready_timeout)
+            services.processes |= {ROLE_PREFIX + name: process for name, process in workers.items()}
     except BaseException:
         services.stop()
         raise
@@ -234,7 +222,8 @@ def _up(args: argparse.Namespace) -> int:
     services = None
     try:
         services = start(home, host=args.host, webserver_port=args.port, grpc_port=args.grpc_port,
-                         roles=args.roles.split(","), log_dir=args.log_dir)
+                         roles=args.roles.split(","), log_dir=args.log_dir,
+                         celery_workers=args.celery_workers)
         starting = False
     except _StopDuringStart as stop:
         if services is not None:  # the signal came just after start() returned
@@ -295,69 +284,6 @@ def _down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _option(argv: list[str], *names: str) -> str | None:
-    for i, arg in enumerate(argv[:-1]):
-        if arg in names:
-            return argv[i + 1]
-    for arg in argv:
-        for name in names:
-            if name.startswith("--") and arg.startswith(name + "="):
-                return arg.split("=", 1)[1]
-    return None
-
-
-def running_roles(under: int | None = None) -> dict[str, tuple[int, list[str]]]:
-    """The Dagster services running here (or under PID `under`): role -> (pid, command line)."""
-    found: dict[str, tuple[int, list[str]]] = {}
-    allowed = set(descendants(under)) if under is not None else None
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        if allowed is not None and int(entry.name) not in allowed:
-            continue
-        try:
-            argv = [a.decode(errors="replace") for a in (entry / "cmdline").read_bytes().split(b"\0") if a]
-        except OSError:
-            continue
-        names = [Path(a).name for a in argv[:3]]
-        pid = int(entry.name)
-        if "dagster-webserver" in names or "dagster_webserver" in argv[:3]:
-            found.setdefault("webserver", (pid, argv))
-        elif "dagster-daemon" in names and "run" in argv:
-            found.setdefault("daemon", (pid, argv))
-        elif "code-server" in argv and "start" in argv:
-            found.setdefault("code-server", (pid, argv))
-    return found
-
-
-def _environ_of(pid: int) -> dict[str, str]:
-    """The process's environment (DAGSTER_HOME, storage settings), else ours."""
-    try:
-        raw = Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return dict(os.environ)
-    pairs = (item.decode(errors="replace").partition("=") for item in raw.split(b"\0") if item)
-    return {key: value for key, _, value in pairs}
-
-
-def _check_role(role: str, argv: list[str], env: Mapping[str, str]) -> str | None:
-    """None when the service answers, else what is wrong."""
-    host = _option(argv, "-h", "--host") or "127.0.0.1"
-    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    if role == "webserver":
-        port = int(_option(argv, "-p", "--port") or 3000)
-        url = f"http://{host}:{port}/server_info"
-        return None if _http_ok(url) else f"webserver: GET {url} failed"
-    if role == "code-server":
-        port = int(_option(argv, "-p", "--port") or 4000)
-        ok = _grpc_serving(host, port, env)
-        return None if ok else f"code server: gRPC health check on {host}:{port} failed"
-    result = subprocess.run([_script("dagster-daemon"), "liveness-check"], capture_output=True,
-                            text=True, env=dict(env), stdin=subprocess.DEVNULL, timeout=60)
-    last = (result.stdout + result.stderr).strip().splitlines()[-1:] or [""]
-    return None if result.returncode == 0 else f"daemon: liveness-check failed: {last[0]}"
-
-
 def _health(args: argparse.Namespace) -> int:
     roles = running_roles(args.under)
     if args.role:
@@ -366,7 +292,7 @@ def _health(args: argparse.Namespace) -> int:
         print(f"unhealthy: no {args.role or 'Dagster service'} process running here", file=sys.stderr)
         return 1
     problems = [problem for role, (pid, argv) in roles.items()
-                if (problem := _check_role(role, argv, _environ_of(pid)))]
+                if (problem := check_role(role, argv, environ_of(pid)))]
     for problem in problems:
         print(f"unhealthy: {problem}", file=sys.stderr)
     if not problems:
@@ -385,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--grpc-port", type=int, default=4000, help="code server port (default 4000)")
     up.add_argument("--roles", default=",".join(ROLES), help=f"comma-separated subset of {ROLES}")
     up.add_argument("--log-dir", help="service logs (default: $DAGSTER_HOME/logs)")
+    up.add_argument("--celery-workers", type=int, default=0,
+                    help="also start N Celery workers (cluster profile: ML_ASSETS_EXECUTOR=celery)")
     down = sub.add_parser("down", help="stop the services that `up` started on this DAGSTER_HOME")
     down.add_argument("--home", help="DAGSTER_HOME (default: $DAGSTER_HOME)")
     down.add_argument("--timeout", type=float, default=15.0)

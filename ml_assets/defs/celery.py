@@ -1,0 +1,166 @@
+"""Distributed execution on Celery (the cluster profile): the executor and its workers.
+
+ML_ASSETS_EXECUTOR=celery makes every job's executor dagster-celery's `celery_executor`: the run's
+process only orchestrates; each step becomes a Celery task on the broker (Redis or RabbitMQ) and
+runs in a `dagster-celery worker` process, which loads the code location, the run and the instance
+(from the run's instance ref: the same PostgreSQL) itself. The embedded profile keeps
+`in_process_executor` (one Spark session per run, no broker).
+
+Workers: `python -m ml_assets.defs.celery worker --name worker-1` writes the worker's config YAML
+(the same broker, backend and Celery settings as the executor, from ml_assets/defs/resources.py)
+and becomes `dagster-celery worker start -A dagster_celery.app -y <yaml> -n worker-1 -- --concurrency N`.
+N (ML_ASSETS_CELERY_WORKER_CONCURRENCY, default 1) is the number of steps, hence of training steps,
+one worker runs at once: each is a long-lived pool process that keeps its Spark session and
+TensorFlow between steps. `... ping --name worker-1` exits 0 when that worker answers (health check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from ml_assets.defs.resources import CelerySettings, celery_settings, executor_name
+
+# dagster-celery's task name and its one queue (dagster_celery.make_app routes every task there).
+QUEUE = "dagster"
+CELERY_APP = "dagster_celery.app"
+
+
+def celery_app_settings(settings: CelerySettings) -> dict:
+    """Celery settings the executor (submitting) and the workers (consuming) must share."""
+    # Why acks late + reject on worker lost (and not Dagster step retries alone): a step whose
+    # worker dies never reports back, so Dagster sees neither a failure to retry nor a success;
+    # dagster-celery would wait for the result forever. With early acks (Celery's default) the
+    # message is already gone and the run hangs. Acknowledging after the step ran leaves the
+    # message on the broker while it runs: if the pool process running it dies (OOM kill, crash),
+    # reject_on_worker_lost puts it back at once; if the whole worker is lost, RabbitMQ requeues
+    # it when the connection drops and Redis after `visibility_timeout`. Another worker then runs
+    # the step again from its start (a step never half-commits: its materialization is the last
+    # thing it records). Dagster's RetryPolicy still handles steps that fail (store errors).
+    # Prefetch 1: a worker holds only the step it runs, so queued steps go to the idle worker.
+    interval = max(1, min(10, settings.visibility_timeout_s // 10))
+    return {
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "broker_connection_retry_on_startup": True,
+        "broker_transport_options": {
+            # dagster-celery's publish retries (its defaults, replaced as a whole by this dict).
+            "max_retries": 3, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5,
+            # Redis only (RabbitMQ ignores them): when a lost worker's step is handed back, and
+            # how often the live workers look for such steps.
+            "visibility_timeout": settings.visibility_timeout_s,
+            "unacked_restore_interval": interval,
+            "unacked_restore_throttle": 1,
+        },
+        "result_expires": 7 * 24 * 3600,
+    }
+
+
+def executor_config(settings: CelerySettings) -> dict:
+    """The `celery_executor` config (also the `execution.config` block of the workers' YAML)."""
+    return {"broker": settings.broker_url, "backend": settings.backend_url,
+            "config_source": celery_app_settings(settings)}
+
+
+def executor_for_environment() -> dg.ExecutorDefinition:
+    """in_process_executor, or the Celery executor when ML_ASSETS_EXECUTOR=celery."""
+    if executor_name() == "in_process":
+        # Steps of a run share one process and so one Spark session; the multiprocess default
+        # would start a JVM per step.
+        return dg.in_process_executor
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(executor_config(celery_settings()), name="celery")
+
+
+def nodename(name: str) -> str:
+    """The worker's Celery node name: dagster-celery starts it as `<name>@<host>`."""
+    return f"{name}@{socket.gethostname()}"
+
+
+def worker_yaml(settings: CelerySettings) -> str:
+    import yaml
+
+    return yaml.safe_dump({"execution": {"config": executor_config(settings)}}, sort_keys=True)
+
+
+def _script(name: str) -> str:
+    beside = Path(sys.executable).with_name(name)
+    found = str(beside) if beside.is_file() else shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(f"`{name}` not found beside {sys.executable} nor on PATH: install the project")
+    return found
+
+
+def worker_command(name: str, config_yaml: Path, concurrency: int, loglevel: str = "INFO") -> list[str]:
+    """`dagster-celery worker start` for one named worker (arguments after `--` go to celery)."""
+    return [_script("dagster-celery"), "worker", "start", "-A", CELERY_APP, "-y", str(config_yaml),
+            "-n", name, "-q", QUEUE, "-l", loglevel, "--",
+            f"--concurrency={concurrency}", "--pool=prefork", "--task-events"]
+
+
+def ping(settings: CelerySettings, names: list[str], timeout: float = 2.0) -> set[str]:
+    """Node names among `names` that answer a broadcast ping within `timeout` s."""
+    from dagster_celery.executor import CeleryExecutor
+    from dagster_celery.make_app import make_app
+
+    app = make_app(CeleryExecutor.for_cli(broker=settings.broker_url, backend=settings.backend_url,
+                                          config_source=celery_app_settings(settings)).app_args())
+    try:
+        replies = app.control.ping(destination=[nodename(n) for n in names], timeout=timeout) or []
+    finally:
+        app.close()
+    answered = {node for reply in replies for node in reply}
+    return {n for n in names if nodename(n) in answered}
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = celery_settings()
+    home = os.environ.get("DAGSTER_HOME")
+    if not home:
+        print("error: DAGSTER_HOME is not set: the worker writes its config there", file=sys.stderr)
+        return 2
+    config = Path(home) / "celery" / f"{args.name}.yaml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(worker_yaml(settings))
+    # dagster-celery runs `celery` from PATH: this environment's, not another one.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    argv = worker_command(args.name, config, args.concurrency or settings.worker_concurrency, args.loglevel)
+    sys.stdout.flush()
+    os.execv(argv[0], argv)  # same PID and process group: stopping this process stops the worker
+    return 1  # not reached
+
+
+def _ping(args: argparse.Namespace) -> int:
+    answered = ping(celery_settings(), [args.name], timeout=args.timeout)
+    if args.name in answered:
+        print(f"healthy: {nodename(args.name)}")
+        return 0
+    print(f"unhealthy: {nodename(args.name)} did not answer within {args.timeout:.0f} s", file=sys.stderr)
+    return 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ml_assets.defs.celery", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    worker = sub.add_parser("worker", help="run one Celery worker in the foreground")
+    worker.add_argument("--name", required=True, help="worker name, unique in the cluster (node name <name>@<host>)")
+    worker.add_argument("--concurrency", type=int, help="steps at once (default ML_ASSETS_CELERY_WORKER_CONCURRENCY)")
+    worker.add_argument("--loglevel", default="INFO")
+    check = sub.add_parser("ping", help="exit 0 when the named worker on this host answers")
+    check.add_argument("--name", required=True)
+    check.add_argument("--timeout", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    return {"worker": _worker, "ping": _ping}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
