@@ -10,7 +10,7 @@ import dagster as dg
 from pydantic import Field, PrivateAttr
 
 from ml_assets.resources.envvar import field_value
-from ml_assets.storage import BlobStore, BlobStoreError, DatasetStore, LocalBlobStore
+from ml_assets.storage import BlobStore, BlobStoreError, DatasetStore, LocalBlobStore, hadoop_azure
 from ml_assets.storage.model_store import ModelStore
 
 #: Seconds one store request may take, retries included: the Azure backend's own default
@@ -43,6 +43,12 @@ class BlobStoreResource(dg.ConfigurableResource):
                     "token, DefaultAzureCredential signs in",
     )
     cache_dir: str = Field(".data/cache", description="Local folder for blobs downloaded for Spark")
+    spark_filesystem: Literal["download", "abfss", "wasbs"] = Field(
+        "download",
+        description="How Spark executors reach the azure container: 'download' (copies in the driver's "
+                    "cache_dir, local[*] only) or 'abfss'/'wasbs' through Hadoop's hadoop-azure connector "
+                    "(env ML_ASSETS_SPARK_FS); the local backend always uses local_root itself",
+    )
     timeout_s: float = Field(
         DEFAULT_STORE_TIMEOUT_S, gt=0,
         description="Seconds after which an Azure request, retries included, fails instead of waiting "
@@ -57,7 +63,25 @@ class BlobStoreResource(dg.ConfigurableResource):
         return self._store
 
     def datasets(self) -> DatasetStore:
-        return DatasetStore(self.blob_store(), Path(self.cache_dir).resolve())
+        root = None
+        if self.backend == "azure" and self.spark_filesystem != "download":
+            root = hadoop_azure.root_uri(self.spark_filesystem, self.container, self._account_name())
+        return DatasetStore(self.blob_store(), Path(self.cache_dir).resolve(), spark_root=root)
+
+    def hadoop_settings(self) -> dict[str, str]:
+        """Hadoop settings (secrets included) Spark needs to reach the store; {} if none."""
+        if self.backend != "azure" or self.spark_filesystem == "download":
+            return {}
+        key, sas = field_value(self.azure_account_key), field_value(self.azure_sas_token)
+        connection_string = field_value(self.azure_connection_string)
+        if connection_string:
+            key, sas = hadoop_azure.connection_string_secrets(connection_string)
+        return hadoop_azure.hadoop_settings(self.spark_filesystem, self.container, self._account_name(),
+                                            key=key, sas=sas)
+
+    def _account_name(self) -> str:
+        return hadoop_azure.account_name(field_value(self.azure_connection_string),
+                                         field_value(self.azure_account_url))
 
     def models(self) -> ModelStore:
         return ModelStore(self.blob_store(), Path(self.cache_dir).resolve() / "models")

@@ -1,4 +1,13 @@
-"""IO manager storing Spark DataFrames as one versioned Parquet dataset per daily partition."""
+"""IO manager storing Spark DataFrames as one versioned Parquet dataset per daily partition.
+
+Cluster-safe: when the store is reachable by every Spark node (`DatasetStore.shared`: the local
+store's root folder, or the Azure container through hadoop-azure), executors read the stored
+versions in place and write into a staging prefix inside the store, which the driver then
+publishes by rename (local) or copy; rows are counted from Parquet footers (local) or by Spark.
+Otherwise (the Azure store in its default 'download' mode) the driver downloads inputs into its
+cache and Spark writes into a driver-local folder, which only works with a local[*] master: a
+cluster master is refused with an error naming the setting to change.
+"""
 
 import shutil
 import tempfile
@@ -9,12 +18,41 @@ import dagster as dg
 from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
+from ml_assets.storage import DatasetStore
 
 _SPLIT_COLUMN = "__partition"
 
 
 def table_name(asset_key: dg.AssetKey) -> str:
     return "__".join(asset_key.path)
+
+
+def is_local_master(spark) -> bool:
+    return spark.sparkContext.master.startswith("local")
+
+
+def store_for_spark(spark, blob_store: BlobStoreResource) -> DatasetStore:
+    """The dataset store, with the session given what it needs to reach it from every node."""
+    datasets = blob_store.datasets()
+    if not datasets.shared and not is_local_master(spark):
+        raise dg.DagsterInvariantViolationError(
+            f"Spark master {spark.sparkContext.master} runs executors on other nodes, but the blob store "
+            f"{datasets.blobs.location} is only reachable through copies in the driver's cache "
+            f"({datasets.cache_dir}): set ML_ASSETS_SPARK_FS=abfss (or wasbs) with the hadoop-azure "
+            "connector on the cluster, or use a local[*] master"
+        )
+    settings = blob_store.hadoop_settings()
+    if settings:
+        hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+        for key, value in settings.items():
+            hadoop.set(key, value)
+    return datasets
+
+
+def read_tables(spark, blob_store: BlobStoreResource, table: str, partitions: list[str]) -> SparkDataFrame:
+    """The live versions of a table's partitions as one DataFrame, read where every node can."""
+    datasets = store_for_spark(spark, blob_store)
+    return spark.read.parquet(*datasets.spark_paths(table, partitions))
 
 
 class SparkParquetIOManager(dg.ConfigurableIOManager):
@@ -33,14 +71,8 @@ class SparkParquetIOManager(dg.ConfigurableIOManager):
             return
         table = table_name(context.asset_key)
         keys = list(context.asset_partition_keys) if context.has_asset_partitions else [""]
-        datasets = self.blob_store.datasets()
-        staging = Path(tempfile.mkdtemp(prefix=f"{table}-", dir=_scratch_dir(datasets.cache_dir)))
-        try:
-            rows = _write_split(obj, staging, keys)
-            for key in keys:
-                datasets.publish(table, key, staging / _split_dirname(key))
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        datasets = store_for_spark(obj.sparkSession, self.blob_store)
+        rows = _write_split(obj, datasets, table, keys)
         # Dagster copies output metadata onto every partition's event, so a range gets a
         # summary of constant size, not a per-day map that would grow with the square of its length.
         context.add_output_metadata(
@@ -58,54 +90,97 @@ class SparkParquetIOManager(dg.ConfigurableIOManager):
         if upstream is None or upstream.asset_key is None:
             raise dg.DagsterInvariantViolationError("SparkParquetIOManager only loads asset inputs")
         table = table_name(upstream.asset_key)
-        datasets = self.blob_store.datasets()
         if context.has_asset_partitions:
             keys = list(context.asset_partition_keys)
         else:
-            keys = datasets.partitions(table) or [""]
-        paths = datasets.local_paths(table, keys)
-        return self.pyspark.spark_session.read.parquet(*paths)
+            keys = self.blob_store.datasets().partitions(table) or [""]
+        return read_tables(self.pyspark.spark_session, self.blob_store, table, keys)
 
 
 def _split_dirname(key: str) -> str:
     return f"{_SPLIT_COLUMN}={key or 'all'}"
 
 
-def _scratch_dir(cache_dir: Path) -> Path:
-    scratch = cache_dir / "spark-out"
-    scratch.mkdir(parents=True, exist_ok=True)
-    return scratch
-
-
-def _write_split(frame: SparkDataFrame, staging: Path, keys: list[str]) -> dict[str, int]:
-    """Write frame under staging/__partition=<key>/ for every key; returns rows per key."""
-    import pyarrow.parquet as pq
+def _split(frame: SparkDataFrame, keys: list[str]):
     from pyspark.sql import functions as F
 
     if keys == [""]:
-        split = F.lit("all")
-    elif PARTITION_COLUMN not in frame.columns:
+        return F.lit("all")
+    if PARTITION_COLUMN not in frame.columns:
         raise ValueError(f"a partitioned output needs a {PARTITION_COLUMN!r} column; got {frame.columns}")
-    else:
-        split = F.date_format(F.col(PARTITION_COLUMN), "yyyy-MM-dd")
-    frame.withColumn(_SPLIT_COLUMN, split).write.partitionBy(_SPLIT_COLUMN).parquet(
-        str(staging), mode="overwrite"
-    )
-    written = {p.name.split("=", 1)[1] for p in staging.glob(f"{_SPLIT_COLUMN}=*")}
+    return F.date_format(F.col(PARTITION_COLUMN), "yyyy-MM-dd")
+
+
+def _check_no_strays(written: set[str], keys: list[str]) -> None:
     expected = {key or "all" for key in keys}
     stray = sorted(written - expected)
     if stray:
         raise ValueError(
             f"output has rows for partitions outside this run {sorted(expected)}: {stray[:5]}"
         )
-    spark = frame.sparkSession
-    rows = {}
-    for key in keys:
-        folder = staging / _split_dirname(key)
-        if not folder.exists():
-            # A day without rows is still a materialized (empty) partition with the right schema.
-            spark.createDataFrame([], frame.schema).coalesce(1).write.parquet(str(folder))
-        rows[key or "all"] = sum(
-            pq.ParquetFile(part).metadata.num_rows for part in folder.glob("*.parquet")
+
+
+def _write_empty(frame: SparkDataFrame, location: str) -> None:
+    # A day without rows is still a materialized (empty) partition with the right schema.
+    frame.sparkSession.createDataFrame([], frame.schema).coalesce(1).write.parquet(location)
+
+
+def _write_split(frame: SparkDataFrame, datasets: DatasetStore, table: str, keys: list[str]) -> dict[str, int]:
+    """Write and publish every partition of frame; returns rows per partition ("all" if unpartitioned)."""
+    if datasets.shared:
+        return _write_in_store(frame, datasets, table, keys)
+    return _write_via_driver(frame, datasets, table, keys)
+
+
+def _write_in_store(frame: SparkDataFrame, datasets: DatasetStore, table: str, keys: list[str]) -> dict[str, int]:
+    """Executors write into a staging prefix of the store; each partition is then published from it."""
+    staging = datasets.new_staging(table)
+    uri = datasets.spark_uri(staging)
+    try:
+        frame.withColumn(_SPLIT_COLUMN, _split(frame, keys)).write.partitionBy(_SPLIT_COLUMN).parquet(
+            uri, mode="overwrite"
         )
+        staged = {folder.split("=", 1)[1]: files for folder, files in datasets.staged_files(staging).items()}
+        _check_no_strays(set(staged), keys)
+        missing = [key for key in keys if (key or "all") not in staged]
+        for key in missing:
+            _write_empty(frame, f"{uri}/{_split_dirname(key)}")
+        if missing:
+            staged = {f.split("=", 1)[1]: files for f, files in datasets.staged_files(staging).items()}
+        rows = {}
+        for key in keys:
+            files = staged[key or "all"]
+            counted = datasets.footer_rows(files)
+            if counted is None:  # a remote store: Spark reads the footers on the executors
+                counted = frame.sparkSession.read.parquet(f"{uri}/{_split_dirname(key)}").count()
+            rows[key or "all"] = counted
+        for key in keys:
+            datasets.publish_staged(table, key, staged[key or "all"])
+    finally:
+        datasets.discard(staging)
+    return rows
+
+
+def _write_via_driver(frame: SparkDataFrame, datasets: DatasetStore, table: str, keys: list[str]) -> dict[str, int]:
+    """local[*] with a store executors cannot reach: write to a driver-local folder, then upload."""
+    import pyarrow.parquet as pq
+
+    scratch = datasets.cache_dir / "spark-out"
+    scratch.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{table}-", dir=scratch))
+    try:
+        frame.withColumn(_SPLIT_COLUMN, _split(frame, keys)).write.partitionBy(_SPLIT_COLUMN).parquet(
+            str(staging), mode="overwrite"
+        )
+        _check_no_strays({p.name.split("=", 1)[1] for p in staging.glob(f"{_SPLIT_COLUMN}=*")}, keys)
+        rows = {}
+        for key in keys:
+            folder = staging / _split_dirname(key)
+            if not folder.exists():
+                _write_empty(frame, str(folder))
+            rows[key or "all"] = sum(pq.ParquetFile(p).metadata.num_rows for p in folder.glob("*.parquet"))
+        for key in keys:
+            datasets.publish(table, key, staging / _split_dirname(key))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return rows

@@ -9,10 +9,18 @@ A version's files are uploaded first and become visible only when `_CURRENT` is 
 which is a single atomic blob write: a reader sees the old partition or the new one, and a
 failed write leaves the old one in place. The previous version is kept for readers that
 resolved it just before the swap; older ones are deleted.
+
+
+Spark reads and writes (`spark_paths`, `new_staging`, `publish_staged`) go through `spark_root`,
+the URI under which every node of a cluster reaches the store's blobs: the local store's root
+folder (a shared path on a cluster: NFS or the like), or an abfss://, wasbs:// root of the Azure
+container read through Hadoop's connector. Without one (the Azure store by default), Spark reads
+copies downloaded into the driver's cache and writes into a driver-local folder: `local[*]` only.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -20,8 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ml_assets.storage.base import BlobNotFoundError, BlobStore, BlobStoreError
+from ml_assets.storage.local import LocalBlobStore
 
 _POINTER = "_CURRENT"
+#: Where Spark writes an output before its partitions are published (inside the store, so that
+#: the executors' files and the driver's publish step see the same folder).
+STAGING_PREFIX = "_staging"
 
 
 @dataclass(frozen=True)
@@ -46,9 +58,87 @@ def partition_dirname(partition: str) -> str:
 class DatasetStore:
     """Publishes and resolves partition versions of named tables."""
 
-    def __init__(self, blobs: BlobStore, cache_dir: Path):
+    def __init__(self, blobs: BlobStore, cache_dir: Path, spark_root: str | None = None):
         self.blobs = blobs
         self.cache_dir = Path(cache_dir)
+        if spark_root is None and isinstance(blobs, LocalBlobStore):
+            spark_root = str(blobs.root)
+        self.spark_root = spark_root.rstrip("/") if spark_root else None
+
+    @property
+    def shared(self) -> bool:
+        """True if Spark executors read and write the store itself, not the driver's copies."""
+        return self.spark_root is not None
+
+    def spark_uri(self, prefix: str) -> str:
+        if self.spark_root is None:
+            raise BlobStoreError(f"{self.blobs.location} has no Spark root: executors cannot reach it")
+        return f"{self.spark_root}/{prefix}"
+
+    def spark_paths(self, table: str, partitions: Iterable[str]) -> list[str]:
+        """Where Spark reads the live version of each partition: the store itself if shared,
+        else the driver's downloaded copies (local[*] only)."""
+        partitions = list(partitions)
+        if self.spark_root is None:
+            return self.local_paths(table, partitions)
+        return [self.spark_uri(self.require(table, p).prefix) for p in partitions]
+
+    def new_staging(self, table: str) -> str:
+        """A fresh prefix inside the store for Spark to write one output into."""
+        return f"{STAGING_PREFIX}/{table}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+
+    def staged_files(self, staging: str) -> dict[str, list[str]]:
+        """Parquet data files under staging, by the first folder below it (Spark's partition folder)."""
+        found: dict[str, list[str]] = {}
+        for blob in self.blobs.list(f"{staging}/"):
+            parts = blob.key[len(staging) + 1 :].split("/")
+            if len(parts) == 2 and parts[1].endswith(".parquet") and _is_data_file(Path(parts[1])):
+                found.setdefault(parts[0], []).append(blob.key)
+        return found
+
+    def footer_rows(self, keys: Iterable[str]) -> int | None:
+        """Rows in these Parquet blobs from their footers, if the store is a folder the driver
+        reads directly; None otherwise (count with Spark)."""
+        if not isinstance(self.blobs, LocalBlobStore):
+            return None
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(self.blobs.root / key).metadata.num_rows for key in keys)
+
+    def publish_staged(self, table: str, partition: str, files: list[str]) -> PartitionVersion:
+        """Make staged Parquet blobs (from `staged_files`) the new version of one partition.
+
+        The local store renames them into place (same file system, no copy); others copy.
+        """
+        if not files:
+            raise BlobStoreError(
+                f"refusing to publish an empty version of {table}/{partition_dirname(partition)}"
+            )
+        version = PartitionVersion(table, partition, f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}")
+        for key in files:
+            self._move(key, f"{version.prefix}/{key.rsplit('/', 1)[1]}")
+        return self._make_live(version)
+
+    def discard(self, staging: str) -> None:
+        """Remove what is left under a staging prefix (Spark's markers, a failed write's files)."""
+        self.blobs.delete_prefix(f"{staging}/")
+
+    def _move(self, src: str, dst: str) -> None:
+        if isinstance(self.blobs, LocalBlobStore):
+            # A rename within the store's folder; the content hash is recorded on first listing.
+            target = self.blobs.root / dst
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.blobs.root / src, target)
+            return
+        scratch = self.cache_dir / STAGING_PREFIX
+        scratch.mkdir(parents=True, exist_ok=True)
+        local = scratch / uuid.uuid4().hex
+        try:
+            self.blobs.download_file(src, local)
+            self.blobs.put_file(dst, local)
+        finally:
+            local.unlink(missing_ok=True)
+        self.blobs.delete(src)
 
     def publish(self, table: str, partition: str, local_dir: Path) -> PartitionVersion:
         """Upload every file of local_dir as the new version of one partition."""
@@ -60,6 +150,10 @@ class DatasetStore:
         version = PartitionVersion(table, partition, f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}")
         for path in files:
             self.blobs.put_file(f"{version.prefix}/{path.relative_to(local_dir).as_posix()}", path)
+        return self._make_live(version)
+
+    def _make_live(self, version: PartitionVersion) -> PartitionVersion:
+        table, partition = version.table, version.partition
         previous = self.current(table, partition)
         self.blobs.put(f"{partition_prefix(table, partition)}/{_POINTER}", version.version.encode())
         keep = {version.version} | ({previous.version} if previous else set())

@@ -16,6 +16,7 @@ from ml_assets.ml.clustering import ClusterModel, assign_clusters, fit_kmeans
 from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
+from ml_assets.resources.spark_io import read_tables
 
 CLUSTER_MODEL_BLOB = "artifacts/cluster_model/model.json"
 # Set by Dagster on every run the automation sensor launches.
@@ -84,7 +85,7 @@ def cluster_model(
         context.log.info(f"not fitted: {len(available)} of {needed} features days stored")
         return
     window = trailing_window(available, config.as_of, SPEC.clustering.window_days)
-    frame = pyspark.spark_session.read.parquet(*datasets.local_paths("features", window))
+    frame = read_tables(pyspark.spark_session, blob_store, "features", window)
     model = fit_kmeans(
         frame, SPEC.clustering.features, SPEC.clustering.k, SPEC.clustering.seed,
         SPEC.clustering.max_iterations, window,

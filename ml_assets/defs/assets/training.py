@@ -15,6 +15,7 @@ from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN, choose_window, labelled_examples
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
+from ml_assets.resources.spark_io import read_tables
 from ml_assets.versioning import code_version
 
 TRAINING_GROUP = "training"
@@ -44,7 +45,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, b
     spark = pyspark.spark_session
 
     def read(table: str, wanted: list[str]) -> SparkDataFrame:
-        return spark.read.parquet(*datasets.local_paths(table, wanted))
+        return read_tables(spark, blob_store, table, wanted)
 
     clustered = [d for d in days if d in set(datasets.partitions("clusters"))]
     frame = labelled_examples(SPEC, read("features", days), read("labels", days),
