@@ -12,6 +12,7 @@ from ml_assets.defs.assets import (
     training,
 )
 from ml_assets.defs.automation import data_automation_sensor
+from ml_assets.defs.celery import executor_for_environment
 from ml_assets.defs.checks import data_quality, promotion
 from ml_assets.defs.gc import store_gc_job, store_gc_schedule
 from ml_assets.defs.jobs import feature_job, raw_job, training_job
@@ -43,7 +44,7 @@ defs = dg.Definitions(
     schedules=[retrain_fallback_schedule, store_gc_schedule],
     jobs=[raw_job, feature_job, training_job, store_gc_job],
     resources=resources_for_environment(),
-    # Steps of a run share one process and so one Spark session; the multiprocess default would
-    # start a JVM per step. Scale out by pointing spark.master at a cluster instead.
-    executor=dg.in_process_executor,
+    # in_process_executor (one Spark session per run), or Celery workers when
+    # ML_ASSETS_EXECUTOR=celery (the cluster profile): ml_assets/defs/celery.py.
+    executor=executor_for_environment(),
 )

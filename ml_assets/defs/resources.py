@@ -20,6 +20,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -92,6 +93,76 @@ def spark_config() -> dict[str, str]:
             raise EnvConfigError("ML_ASSETS_SPARK_CONF must be a JSON object of Spark settings")
         config.update({str(k): str(v) for k, v in parsed.items()})
     return config
+
+
+EXECUTOR_VAR = "ML_ASSETS_EXECUTOR"
+EXECUTORS = ("in_process", "celery")
+_BROKER_SCHEMES = ("redis", "rediss", "sentinel", "amqp", "amqps", "pyamqp")
+# Redis hands an unacknowledged step back to the queue after this long (a worker lost whole);
+# it must exceed the longest step, or a step still running is started a second time.
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600
+
+
+@dataclass(frozen=True)
+class CelerySettings:
+    """The cluster profile's Celery executor and workers (ML_ASSETS_EXECUTOR=celery)."""
+
+    broker_url: str
+    backend_url: str
+    worker_concurrency: int
+    visibility_timeout_s: int
+
+
+def executor_name() -> str:
+    """ML_ASSETS_EXECUTOR: in_process (default: every step in the run's process) or celery."""
+    name = (_env(EXECUTOR_VAR) or "in_process").strip().lower().replace("-", "_")
+    if name not in EXECUTORS:
+        raise EnvConfigError(f"{EXECUTOR_VAR}={os.environ[EXECUTOR_VAR]!r} is not one of {', '.join(EXECUTORS)}")
+    return name
+
+
+def _positive_int(name: str, default: int) -> int:
+    value = _env(name)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise EnvConfigError(f"{name}={value!r} is not a positive whole number")
+    return number
+
+
+def _scheme(name: str, url: str, allowed: tuple[str, ...] | None) -> str:
+    """The URL's scheme, checked; the message never repeats the URL (it may hold a password)."""
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if not scheme or (allowed is not None and scheme not in allowed):
+        raise EnvConfigError(f"{name} is not a Celery URL of scheme {', '.join(allowed or ('<scheme>',))}:// "
+                             f"(got scheme {scheme or 'none'!r}), e.g. redis://redis:6379/0 or "
+                             "amqp://user:password@rabbitmq:5672//")
+    return scheme
+
+
+def celery_settings() -> CelerySettings:
+    """ML_ASSETS_CELERY_BROKER_URL (required), ML_ASSETS_CELERY_BACKEND_URL (default: the Redis
+    broker itself, rpc:// for RabbitMQ), ML_ASSETS_CELERY_WORKER_CONCURRENCY (steps one worker runs
+    at once, default 1), ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S (Redis, default 3600)."""
+    broker = _env("ML_ASSETS_CELERY_BROKER_URL")
+    if broker is None:
+        raise EnvConfigError(f"{EXECUTOR_VAR}=celery needs ML_ASSETS_CELERY_BROKER_URL (e.g. "
+                             "redis://redis:6379/0 or amqp://user:password@rabbitmq:5672//); it is not set")
+    scheme = _scheme("ML_ASSETS_CELERY_BROKER_URL", broker.strip(), _BROKER_SCHEMES)
+    backend = _env("ML_ASSETS_CELERY_BACKEND_URL")
+    if backend is not None:
+        _scheme("ML_ASSETS_CELERY_BACKEND_URL", backend.strip(), None)
+    default_backend = broker.strip() if scheme in ("redis", "rediss", "sentinel") else "rpc://"
+    return CelerySettings(
+        broker_url=broker.strip(),
+        backend_url=(backend or default_backend).strip(),
+        worker_concurrency=_positive_int("ML_ASSETS_CELERY_WORKER_CONCURRENCY", 1),
+        visibility_timeout_s=_positive_int("ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S),
+    )
 
 
 def _data_dir(name: str, env_var: str) -> str:
