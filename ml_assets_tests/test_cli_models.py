@@ -1,5 +1,7 @@
 """`ml-assets rollback` and `history` against a real local model store."""
 
+import os
+
 import pytest
 
 from ml_assets.cli import main
@@ -44,3 +46,36 @@ def test_rollback_needs_a_reason():
     with pytest.raises(SystemExit) as exit_info:
         main(["rollback", "--to", "1"])
     assert exit_info.value.code == 2
+
+
+def test_rollback_to_a_tampered_version_is_refused_and_the_pointer_stays(store, capsys):
+    path = store.blobs.root / "models/flights/1/model.bin"
+    stat = path.stat()
+    path.write_bytes(b"sklearm")  # one byte rotted, same size, mtime put back
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    before = store.champion("flights")
+    assert main(["rollback", "--model", "flights", "--to", "1", "--reason", "v3 drifts"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to roll flights back to version 1 (the champion stays version 3)" in err
+    assert "model.bin: changed" in err
+    assert store.champion("flights") == before
+
+
+def test_gc_is_a_dry_run_unless_applied(store, capsys):
+    # What a publish killed after its first file leaves: a claim and a file, no manifest.
+    store.blobs.put("models/flights/4/.reserved", b"{}")
+    store.blobs.put("models/flights/4/model.bin", b"x" * 5000)
+    assert main(["gc", "--grace-hours", "1"]) == 0
+    assert "would free 0 bytes" in capsys.readouterr().out  # younger than the grace period
+    assert main(["gc", "--grace-hours", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "incomplete version: " in out and "models/flights/4/model.bin (5000 bytes)" in out
+    assert "would free 5000 bytes" in out
+    assert store.blobs.exists("models/flights/4/model.bin")
+    assert main(["gc", "--grace-hours", "0", "--apply"]) == 0
+    assert "freed 5000 bytes" in capsys.readouterr().out
+    assert not store.blobs.exists("models/flights/4/model.bin")
+    assert store.versions("flights") == [1, 2, 3]
+    store.verify("flights", 1)
+    assert main(["gc", "--grace-hours", "-1"]) == 2
+    assert "grace period must be >= 0" in capsys.readouterr().err

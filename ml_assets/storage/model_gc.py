@@ -174,9 +174,10 @@ def describe(report: GcReport) -> str:
     """Human-readable summary: each item, then the bytes freed (or that would be)."""
     lines = [f"{item.kind}: {item.where} ({item.size} bytes)" for item in report.debris]
     lines += [f"kept: {why}" for why in report.kept]
-    verb = "freed" if report.applied else "would free (dry run; --apply deletes)"
+    verb = "freed" if report.applied else "dry run: would free"
     lines.append(
         f"{verb} {report.bytes} bytes ({report.bytes / (1 << 20):.1f} MiB) in "
         f"{len(report.debris)} items older than {report.grace_seconds / 3600:g} h"
+        + ("" if report.applied else "; --apply deletes them")
     )
     return "\n".join(lines)
