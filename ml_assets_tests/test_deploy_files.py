@@ -16,11 +16,14 @@ import pytest
 import yaml
 
 from ml_assets import services
+from ml_assets.ops import celery_workers
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 DAGSTER_ROLES = {"code-server", "daemon", "webserver"}
+# Celery worker name -> compose service (the cluster profile's executor: ml_assets/defs/celery.py).
+WORKERS = {name: f"celery-{name}" for name in celery_workers.worker_names(2)}
 ENV_EXAMPLE = REPO / "deploy" / "env.example"
 
 
@@ -110,11 +113,12 @@ def console_scripts() -> dict[str, str]:
     return scripts
 
 
-def test_compose_has_the_five_services_and_dagster_roles_use_the_image():
-    assert set(SERVICES) == {"postgres", "azurite", "code-server", "daemon", "webserver"}
-    for name in DAGSTER_ROLES:
+def test_compose_has_the_services_and_dagster_roles_use_the_image():
+    assert set(SERVICES) == {"postgres", "azurite", "redis", "code-server", "daemon", "webserver",
+                             *WORKERS.values()}
+    for name in DAGSTER_ROLES | set(WORKERS.values()):
         service = SERVICES[name]
-        assert role_of(name) == name
+        assert role_of(name) == name or name in WORKERS.values()
         assert service["build"] == "." and (REPO / "Dockerfile").is_file()
         assert service["image"] == "ml-assets:latest"
 
@@ -312,3 +316,35 @@ def test_the_image_lock_holds_no_dev_extra():
     dev = {re.sub(r"[-_.]+", "-", re.split(r"[<>=!~\[ ;]", req, maxsplit=1)[0]).lower()
            for req in project["optional-dependencies"]["dev"]}
     assert dev and not dev & runtime_lock(), dev & runtime_lock()
+
+
+def test_celery_workers_run_the_launchers_command_against_the_compose_broker(monkeypatch):
+    """Two workers, distinct names and hosts, the same command `make up` runs, health-gated on
+    the broker, the instance and the store; the broker URL in .env names the redis service."""
+    from ml_assets.defs.resources import celery_settings, executor_name
+
+    code_server = SERVICES["code-server"]
+    hostnames = set()
+    for name, service_name in WORKERS.items():
+        service = SERVICES[service_name]
+        assert service["command"] == celery_workers.worker_command(name, python="python")
+        assert service["healthcheck"]["test"] == [
+            "CMD", "python", "-m", celery_workers.WORKER_MODULE, "ping", "--name", name]
+        assert set(service["depends_on"]) == {"postgres", "azurite", "redis"}
+        # What the steps read and write: the instance's local artifacts and the model cache.
+        assert sorted(service["volumes"]) == sorted(code_server["volumes"])
+        hostnames.add(service["hostname"])
+        env = service_env(service_name)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        assert executor_name() == "celery"
+        settings = celery_settings()
+        assert settings.broker_url.startswith("redis://redis:6379/")
+        assert settings.worker_concurrency >= 1
+        # A lost worker's step must not come back while it may still be running elsewhere.
+        assert settings.visibility_timeout_s >= 3600
+    assert len(hostnames) == len(WORKERS)
+    assert "redis" in code_server["depends_on"]
+    assert SERVICES["redis"]["healthcheck"]["test"][:2] == ["CMD", "redis-cli"]
+    # The worker module runs dagster-celery, a console script of the runtime lock.
+    assert console_scripts().get("dagster-celery") in runtime_lock()
