@@ -1,0 +1,75 @@
+"""The executor chosen from the environment, and the Celery settings executor and workers share."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from ml_assets.defs import celery
+from ml_assets.defs.resources import EnvConfigError, celery_settings, executor_name
+from ml_assets.ops.celery_workers import worker_command
+from ml_assets_tests.fixtures.environment import ml_env_fixture  # noqa: F401 (fixture)
+
+
+def test_in_process_is_the_default_executor(ml_env):
+    assert executor_name() == "in_process"
+    assert celery.executor_for_environment() is dg.in_process_executor
+
+
+def test_celery_executor_carries_the_broker_and_the_redelivery_settings(ml_env):
+    ml_env(ML_ASSETS_EXECUTOR="celery", ML_ASSETS_CELERY_BROKER_URL="redis://broker:6379/0",
+           ML_ASSETS_CELERY_WORKER_CONCURRENCY="3", ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S="7200")
+    executor = celery.executor_for_environment()
+    assert executor.name == "celery"
+    settings = celery_settings()
+    # A Redis broker is its own result backend unless told otherwise.
+    assert (settings.broker_url, settings.backend_url) == ("redis://broker:6379/0", "redis://broker:6379/0")
+    assert settings.worker_concurrency == 3
+    config = celery.executor_config(settings)
+    source = config["config_source"]
+    assert source["task_acks_late"] and source["task_reject_on_worker_lost"]
+    assert source["worker_prefetch_multiplier"] == 1
+    assert source["broker_transport_options"]["visibility_timeout"] == 7200
+
+
+def test_the_workers_yaml_is_what_dagster_celery_validates_into_the_executors_config(ml_env, tmp_path):
+    """The worker reads its YAML through dagster-celery's own loader: same broker, backend, settings."""
+    from dagster_celery.cli import get_validated_config
+
+    ml_env(ML_ASSETS_EXECUTOR="celery", ML_ASSETS_CELERY_BROKER_URL="amqp://user:secret@rabbit:5672//")
+    settings = celery_settings()
+    assert settings.backend_url == "rpc://"  # RabbitMQ: results come back over the broker
+    path = tmp_path / "worker.yaml"
+    path.write_text(celery.worker_yaml(settings))
+    validated = get_validated_config(str(path))
+    expected = celery.executor_config(settings)
+    assert validated["broker"] == expected["broker"] and validated["backend"] == expected["backend"]
+    assert validated["config_source"] == expected["config_source"]
+
+
+def test_worker_command_runs_the_configured_number_of_steps_at_once(tmp_path):
+    argv = celery.worker_command("worker-7", tmp_path / "w.yaml", concurrency=2)
+    assert argv[1:4] == ["worker", "start", "-A"] and argv[4] == "dagster_celery.app"
+    assert argv[argv.index("-n") + 1] == "worker-7"
+    assert "--concurrency=2" in argv[argv.index("--"):]
+    assert worker_command("worker-7", python="python") == [
+        "python", "-m", "ml_assets.defs.celery", "worker", "--name", "worker-7"]
+
+
+@pytest.mark.parametrize(("values", "named"), [
+    ({"ML_ASSETS_EXECUTOR": "kubernetes"}, "ML_ASSETS_EXECUTOR"),
+    ({"ML_ASSETS_EXECUTOR": "celery"}, "ML_ASSETS_CELERY_BROKER_URL"),
+    ({"ML_ASSETS_EXECUTOR": "celery", "ML_ASSETS_CELERY_BROKER_URL": "http://user:hunter2@broker"},
+     "ML_ASSETS_CELERY_BROKER_URL"),
+    ({"ML_ASSETS_EXECUTOR": "celery", "ML_ASSETS_CELERY_BROKER_URL": "redis://b:6379/0",
+      "ML_ASSETS_CELERY_BACKEND_URL": "nonsense"}, "ML_ASSETS_CELERY_BACKEND_URL"),
+    ({"ML_ASSETS_EXECUTOR": "celery", "ML_ASSETS_CELERY_BROKER_URL": "redis://b:6379/0",
+      "ML_ASSETS_CELERY_WORKER_CONCURRENCY": "0"}, "ML_ASSETS_CELERY_WORKER_CONCURRENCY"),
+    ({"ML_ASSETS_EXECUTOR": "celery", "ML_ASSETS_CELERY_BROKER_URL": "redis://b:6379/0",
+      "ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S": "soon"}, "ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S"),
+])
+def test_bad_settings_name_the_variable_and_never_echo_a_password(ml_env, values, named):
+    ml_env(**values)
+    with pytest.raises(EnvConfigError, match=named) as raised:
+        celery.executor_for_environment()
+    assert "hunter2" not in str(raised.value)
