@@ -13,7 +13,8 @@ import re
 from functools import cache
 from typing import TYPE_CHECKING
 
-from ml_assets.spec.model import ColumnType, SourceSpec
+from ml_assets.ml.raw_folder import MalformedBlobError, decode_blob
+from ml_assets.spec.sources import ColumnType, SourceSpec
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,10 +41,6 @@ _CSV_COLUMN_ERROR = re.compile(r"In CSV column #(\d+): (.*)")
 _INVALID_VALUE = re.compile(r"invalid value '(.*)'|expected a zone offset in '(.*?)'")
 
 
-class MalformedBlobError(ValueError):
-    """A landed blob cannot be used; the message names the blob and the problem."""
-
-
 def arrow_schema(source: SourceSpec) -> pa.Schema:
     import pyarrow as pa
 
@@ -54,12 +51,16 @@ def parse_blob(data: bytes, source: SourceSpec, blob: str, day: dt.date, zone) -
     """The blob's rows with the spec's column types plus a `date` column; raises MalformedBlobError.
 
     Extra columns are dropped (upstream may add columns); missing ones, values of the wrong
-    type, bad encoding, truncation, emptiness and rows of another day are errors.
+    type, bad encoding, truncation, emptiness, over-long lines, undeclared compression and rows
+    of another day are errors.
     """
     import pyarrow as pa
 
     if not data:
         raise MalformedBlobError(f"{blob}: empty blob (0 bytes)")
+    data = decode_blob(data, source, blob)
+    if not data:
+        raise MalformedBlobError(f"{blob}: empty blob (0 bytes once decompressed)")
     table = _parse_csv(data, source, blob) if source.format == "csv" else _parse_parquet(data, source, blob)
     if table.num_rows == 0:
         raise MalformedBlobError(f"{blob}: no rows (header only)")
@@ -78,6 +79,7 @@ def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
         raise MalformedBlobError(
             f"{blob}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line})"
         ) from None
+    _require_short_lines(data, source, blob)
     header = data.split(b"\n", 1)[0].decode("utf-8").strip().lstrip("\ufeff")
     present = [name.strip().strip('"') for name in header.split(",")]
     _require_columns(present, source, blob)
@@ -85,6 +87,8 @@ def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
     try:
         return pacsv.read_csv(
             io.BytesIO(data),
+            # Blocks hold whole lines up to the limit, so Arrow never reports a row straddling blocks.
+            read_options=pacsv.ReadOptions(block_size=_block_size(source)),
             convert_options=pacsv.ConvertOptions(
                 column_types={name: arrow_types()[kind] for name, kind in source.columns.items()},
                 include_columns=wanted,
@@ -92,10 +96,33 @@ def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
             ),
         )
     except pa.ArrowInvalid as exc:
-        raise MalformedBlobError(f"{blob}: {_describe_csv_error(str(exc), data, present)}") from None
+        raise MalformedBlobError(f"{blob}: {_describe_csv_error(str(exc), data, present, source)}") from None
 
 
-def _describe_csv_error(message: str, data: bytes, present: list[str]) -> str:
+def _block_size(source: SourceSpec) -> int:
+    return max(1 << 20, 2 * source.max_line_bytes + 2)
+
+
+def _require_short_lines(data: bytes, source: SourceSpec, blob: str) -> None:
+    """Name the first line over max_line_bytes (a line end inside quotes counts as one too)."""
+    limit = source.max_line_bytes
+    if len(data) <= limit:
+        return
+    import numpy as np
+
+    ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 0x0A)
+    starts = np.concatenate(([0], ends + 1))
+    lengths = np.concatenate((ends, [len(data)])) - starts
+    over = np.flatnonzero(lengths > limit)
+    if over.size:
+        line = int(over[0]) + 1
+        raise MalformedBlobError(
+            f"{blob}: line {line} (data row {line - 1}) is {int(lengths[over[0]]):,} bytes, over the "
+            f"source's max_line_bytes of {limit:,}; {over.size} line(s) over the limit"
+        )
+
+
+def _describe_csv_error(message: str, data: bytes, present: list[str], source: SourceSpec) -> str:
     last_line = data.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode("utf-8", "replace")
     truncated = not data.endswith(b"\n")
     if "Empty CSV file" in message:  # a header without a line end, and nothing after it
@@ -104,7 +131,7 @@ def _describe_csv_error(message: str, data: bytes, present: list[str]) -> str:
     if match:
         index, detail = int(match.group(1)), match.group(2)
         column = present[index] if index < len(present) else f"#{index}"
-        row = _row_of_invalid_value(data, column, detail)
+        row = _row_of_invalid_value(data, column, detail, source)
         where = f" (data row {row})" if row else ""
         hint = " — the blob looks truncated" if truncated and row and _is_last_row(data, row) else ""
         return f"column {column!r}{where}: {detail}{hint}"
@@ -114,7 +141,7 @@ def _describe_csv_error(message: str, data: bytes, present: list[str]) -> str:
     return message
 
 
-def _row_of_invalid_value(data: bytes, column: str, detail: str) -> int | None:
+def _row_of_invalid_value(data: bytes, column: str, detail: str, source: SourceSpec) -> int | None:
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.csv as pacsv
@@ -125,6 +152,7 @@ def _row_of_invalid_value(data: bytes, column: str, detail: str) -> int | None:
     try:
         as_text = pacsv.read_csv(
             io.BytesIO(data),
+            read_options=pacsv.ReadOptions(block_size=_block_size(source)),
             convert_options=pacsv.ConvertOptions(column_types={column: pa.string()}, include_columns=[column]),
         ).column(column)
     except pa.ArrowInvalid:

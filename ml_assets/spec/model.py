@@ -8,75 +8,25 @@ reads its settings from here, so a new data set is a new spec and no code.
 from __future__ import annotations
 
 import datetime as dt
-import re
-from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+# Source rules live in their own module; re-exported here for existing imports.
+from ml_assets.spec.sources import IDENTIFIER as _IDENTIFIER
+from ml_assets.spec.sources import ClockSpec, ColumnType, SourceSpec
+from ml_assets.spec.sources import Strict as _Strict
+
+__all__ = ["ClockSpec", "ColumnType", "DatasetSpec", "SourceSpec", "SpecError", "load_spec", "parse_spec"]
 
 BUNDLED_SPECS_DIR = Path(__file__).resolve().parent.parent / "specs"
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class SpecError(ValueError):
     """A spec that cannot be used; the message names the file, the field and the problem."""
-
-
-class ColumnType(StrEnum):
-    """Types a raw column may declare; each maps to one Arrow and one Spark type."""
-
-    string = "string"
-    int = "int"
-    float = "float"
-    bool = "bool"
-    date = "date"
-    timestamp = "timestamp"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SourceSpec(_Strict):
-    prefix: str = Field(description="Blob prefix the source lands under, e.g. raw/flights")
-    format: Literal["csv", "parquet"] = Field(description="File format of the landed blobs")
-    timestamp_column: str = Field(description="Column whose local date assigns a row to a day")
-    grain: Literal["daily"] = Field("daily", description="Partition grain of the landed blobs")
-    columns: dict[str, ColumnType] = Field(description="Expected columns and their types")
-    min_rows: int = Field(1, ge=1, description="Fewest rows a landed day may have")
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix_is_relative(cls, value: str) -> str:
-        value = value.strip("/")
-        if not value or ".." in value.split("/"):
-            raise ValueError("must be a relative blob prefix such as raw/flights")
-        return value
-
-    @field_validator("columns")
-    @classmethod
-    def _columns_are_identifiers(cls, value: dict[str, ColumnType]) -> dict[str, ColumnType]:
-        if not value:
-            raise ValueError("must list at least one column")
-        for name in value:
-            if not _IDENTIFIER.match(name):
-                raise ValueError(f"column name {name!r} is not an identifier")
-        return value
-
-    @model_validator(mode="after")
-    def _timestamp_column_declared(self) -> SourceSpec:
-        declared = self.columns.get(self.timestamp_column)
-        if declared is None:
-            raise ValueError(f"timestamp_column {self.timestamp_column!r} is not in columns")
-        if declared not in (ColumnType.timestamp, ColumnType.date):
-            raise ValueError(
-                f"timestamp_column {self.timestamp_column!r} must be of type timestamp or date, "
-                f"not {declared}"
-            )
-        return self
 
 
 class JoinSpec(_Strict):
@@ -377,6 +327,13 @@ class DatasetSpec(_Strict):
 
     def blob_prefix(self, source: str, day: dt.date | str) -> str:
         return f"{self.sources[source].prefix}/date={day}"
+
+    def source_keys(self, source: str) -> list[str]:
+        """Columns unique per day in a source's rows; none declared means none checked."""
+        declared = self.sources[source].key_columns
+        if declared is not None:
+            return declared
+        return self.key_columns if source == self.join.base else []
 
 
 def spec_path(name_or_path: str | Path) -> Path:

@@ -1,10 +1,19 @@
 """Raw assets in Dagster runs: landed days parsed and stored, malformed blobs fail only their day."""
 
+import gzip
+
 import dagster as dg
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from ml_assets.defs.assets.raw import NULL_RATES_CHECK, ROW_COUNT_CHECK, raw_asset_key
+from ml_assets.defs.assets.raw import (
+    CLOCK_CHECK,
+    NULL_RATES_CHECK,
+    ROW_COUNT_CHECK,
+    UNIQUE_KEYS_CHECK,
+    raw_asset_key,
+)
 from ml_assets_tests.conftest import FIRST_DAY
 from ml_assets_tests.fixtures.dagster import land_days, make_resources, materialize_raw
 
@@ -41,7 +50,7 @@ def test_landed_days_materialize_with_blob_versions(store_resource, spark_resour
         assert record is not None
         assert _stored_rows(store_resource, "raw_flights", day) == flights.rows
     evaluations = [e for r in results.values() for e in r.get_asset_check_evaluations()]
-    assert {e.check_name for e in evaluations} == {ROW_COUNT_CHECK, NULL_RATES_CHECK}
+    assert {e.check_name for e in evaluations} == {ROW_COUNT_CHECK, NULL_RATES_CHECK, UNIQUE_KEYS_CHECK, CLOCK_CHECK}
     assert all(e.passed for e in evaluations)
     materialization = results["2013-01-03"].asset_materializations_for_node("raw_flights")[0]
     assert materialization.metadata["rows"].value == _stored_rows(store_resource, "raw_flights", "2013-01-03")
@@ -82,6 +91,16 @@ def _empty(data: bytes) -> bytes:
     return b""
 
 
+def _gzipped(data: bytes) -> bytes:
+    return gzip.compress(data)
+
+
+def _long_line(data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    lines[5] = lines[5] + b"," + b"x" * (10 << 20)  # a 10 MB field on data row 5
+    return b"\n".join(lines)
+
+
 @pytest.mark.parametrize(
     ("corrupt", "expected"),
     [
@@ -90,8 +109,10 @@ def _empty(data: bytes) -> bytes:
         (_wrong_type, "column 'sched_dep_time' (data row 3)"),
         (_bad_encoding, "not valid UTF-8"),
         (_empty, "empty blob"),
+        (_gzipped, "gzip data in a .csv blob"),
+        (_long_line, "line 6 (data row 5)"),
     ],
-    ids=["truncated", "wrong-columns", "wrong-types", "bad-encoding", "empty"],
+    ids=["truncated", "wrong-columns", "wrong-types", "bad-encoding", "empty", "gzip-undeclared", "10mb-line"],
 )
 def test_malformed_blob_fails_its_day_only_and_keeps_stored_data(
     corrupt, expected, local_resource, spark_resource, instance, example_frames
@@ -129,3 +150,112 @@ def test_failed_quality_check_blocks_the_day(local_resource, spark_resource, ins
     row_count = next(e for e in result.get_asset_check_evaluations() if e.check_name == ROW_COUNT_CHECK)
     assert not row_count.passed
     assert row_count.metadata["rows"].value == 10
+
+
+# --- keys, copies, markers and clocks (issue 11) ----------------------------------------------
+
+DAY1 = "2013-01-01"
+DAY1_BLOB = f"raw/flights/date={DAY1}/flights.csv"
+DAY1_ROWS = 842  # flights of 2013-01-01
+
+
+def _stored_day1(store_resource, spark_resource, instance, example_frames) -> tuple[dict, object, int]:
+    """Day 1 landed and stored; the resources, its stored version and rows."""
+    land_days(store_resource, example_frames, FIRST_DAY, FIRST_DAY)
+    resources = make_resources(store_resource, spark_resource)
+    assert materialize_raw(resources, instance, [DAY1])[DAY1].success
+    return (resources, store_resource.datasets().current("raw_flights", DAY1),
+            _stored_rows(store_resource, "raw_flights", DAY1))
+
+
+def _rows_twice(blobs) -> None:
+    data = blobs.get(DAY1_BLOB)
+    blobs.put(DAY1_BLOB, data + data.split(b"\n", 1)[1])
+
+
+def _second_copy(blobs) -> None:
+    blobs.put(f"raw/flights/date={DAY1}/flights (1).csv", blobs.get(DAY1_BLOB))
+
+
+@pytest.mark.parametrize("duplicate", [_rows_twice, _second_copy], ids=["rows-twice", "file-copy"])
+def test_duplicates_fail_the_day_and_keep_stored_data(
+    duplicate, store_resource, spark_resource, instance, example_frames
+):
+    resources, stored_before, rows_before = _stored_day1(store_resource, spark_resource, instance, example_frames)
+    duplicate(store_resource.blob_store())
+
+    result = materialize_raw(resources, instance, [DAY1], raise_on_error=False)[DAY1]
+
+    assert not result.success
+    message = _step_failure(result)
+    store = store_resource.blob_store()
+    if duplicate is _second_copy:
+        # Both blobs named; keys sort " (1)" before ".csv", so the original is reported as the copy.
+        assert message == (f"{store.describe(DAY1_BLOB)}: same content as "
+                           f"{store.describe(f'raw/flights/date={DAY1}/flights (1).csv')} (sha256 equal); "
+                           "remove one copy")
+    else:
+        assert message.startswith(f"raw_flights {DAY1} not stored: unique_keys: 842 key(s) of "
+                                  "['carrier', 'flight', 'origin', 'time_hour'] occur more than once (842 extra row(s))")
+        [keys] = [e for e in result.get_asset_check_evaluations() if e.check_name == UNIQUE_KEYS_CHECK
+                  and e.asset_key == raw_asset_key("flights")]
+        assert not keys.passed and keys.partition == DAY1
+        assert keys.metadata["first_duplicates"].value[0]["count"] == 2
+    assert not result.asset_materializations_for_node("raw_flights")
+    assert store_resource.datasets().current("raw_flights", DAY1) == stored_before
+    assert _stored_rows(store_resource, "raw_flights", DAY1) == rows_before == DAY1_ROWS
+
+
+def test_markers_hidden_and_other_files_are_ignored(store_resource, spark_resource, instance, example_frames):
+    land_days(store_resource, example_frames, FIRST_DAY, FIRST_DAY)
+    blobs = store_resource.blob_store()
+    folder = f"raw/flights/date={DAY1}/"
+    extras = {"_SUCCESS": b"", "_committed_8765": b'{"added": []}', ".flights.csv.crc": b"\x00\x01",
+              "_temporary/0/part-00000.csv": b"half a", "README.txt": b"landed by hand"}
+    for name, data in extras.items():
+        blobs.put(folder + name, data)
+
+    result = materialize_raw(make_resources(store_resource, spark_resource), instance, [DAY1])[DAY1]
+
+    [materialization] = result.asset_materializations_for_node("raw_flights")
+    assert materialization.metadata["rows"].value == _stored_rows(store_resource, "raw_flights", DAY1) == DAY1_ROWS
+    assert materialization.metadata["blobs"].value == [blobs.describe(folder + "flights.csv")]
+    assert sorted(materialization.metadata["ignored"].value) == sorted(blobs.describe(folder + n) for n in extras)
+
+
+def test_a_folder_of_markers_only_is_a_missing_day(local_resource, spark_resource, instance):
+    local_resource.blob_store().put(f"raw/flights/date={DAY1}/_SUCCESS", b"")
+    result = materialize_raw(make_resources(local_resource, spark_resource), instance, [DAY1],
+                             raise_on_error=False)[DAY1]
+    assert "no blob landed" in _step_failure(result)
+    assert "(ignored: ['_SUCCESS'], patterns ['*.csv'])" in _step_failure(result)
+
+
+def _shift_clock(data: bytes, hours: int) -> bytes:
+    import io
+
+    rows = pd.read_csv(io.BytesIO(data), dtype={"tailnum": "string"})
+    stamps = pd.to_datetime(rows["time_hour"], utc=True) + pd.Timedelta(hours=hours)
+    return rows.assign(time_hour=stamps.dt.strftime("%Y-%m-%dT%H:%M:%SZ")).to_csv(index=False).encode()
+
+
+@pytest.mark.parametrize("hours", [-3, -5])
+def test_shifted_clock_fails_the_day_and_keeps_stored_data(
+    hours, local_resource, spark_resource, instance, example_frames
+):
+    resources, stored_before, rows_before = _stored_day1(local_resource, spark_resource, instance, example_frames)
+    blobs = local_resource.blob_store()
+    blobs.put(DAY1_BLOB, _shift_clock(blobs.get(DAY1_BLOB), hours))  # still inside the day: it parses
+
+    result = materialize_raw(resources, instance, [DAY1], raise_on_error=False)[DAY1]
+
+    assert not result.success
+    message = _step_failure(result)
+    assert message.startswith(f"raw_flights {DAY1} not stored: clock: local time (year, month, day, hour): "
+                              "842 of 842 rows")
+    assert "local hours 5-23" in message and message.endswith("is the 'time_hour' clock shifted?")
+    [clock] = [e for e in result.get_asset_check_evaluations() if e.check_name == CLOCK_CHECK
+               and e.asset_key == raw_asset_key("flights")]
+    assert not clock.passed and clock.partition == DAY1
+    assert local_resource.datasets().current("raw_flights", DAY1) == stored_before
+    assert _stored_rows(local_resource, "raw_flights", DAY1) == rows_before

@@ -16,6 +16,9 @@ from ml_assets.defs.freshness import data_freshness
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.defs.raw_state import earlier_run_executing, latest_check_results, stored_versions
 from ml_assets.ml.raw import MalformedBlobError, parse_blob
+from ml_assets.ml.raw_clock import clock_report
+from ml_assets.ml.raw_folder import content_digest, duplicate_blobs, split_day_folder
+from ml_assets.ml.unique_keys import duplicate_keys
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.storage import BlobStore
 
@@ -25,6 +28,8 @@ if TYPE_CHECKING:
 RAW_GROUP = "raw"
 ROW_COUNT_CHECK = "row_count"
 NULL_RATES_CHECK = "null_rates"
+UNIQUE_KEYS_CHECK = "unique_keys"
+CLOCK_CHECK = "clock"
 
 
 def raw_asset_key(source: str) -> dg.AssetKey:
@@ -38,30 +43,70 @@ def day_version(blobs) -> str:
     return digest.hexdigest()[:16]
 
 
-def _list_day(store: BlobStore, source: str, day: dt.date) -> list:
+def check_names(source: str) -> list[str]:
+    """The raw asset's checks for a source: keys and clock only where the spec declares them."""
+    return [ROW_COUNT_CHECK, NULL_RATES_CHECK,
+            *([UNIQUE_KEYS_CHECK] if SPEC.source_keys(source) else []),
+            *([CLOCK_CHECK] if SPEC.sources[source].clock else [])]
+
+
+def _list_day(store: BlobStore, source: str, day: dt.date) -> tuple[list, list[str]]:
+    """Every blob of the day folder (its version covers them all, as the sensor's does) and the data keys."""
     prefix = SPEC.blob_prefix(source, day) + "/"
     blobs = list(store.list(prefix))
-    if not blobs:
+    folder = split_day_folder(SPEC.sources[source], prefix, [b.key for b in blobs])
+    if not folder.data:
+        ignored = f" (ignored: {[k[len(prefix):] for k in folder.ignored]}, patterns " \
+                  f"{SPEC.sources[source].file_patterns})" if folder.ignored else ""
         raise dg.Failure(
-            description=f"no blob landed under {store.describe(prefix)}: {source} is missing {day}",
+            description=f"no blob landed under {store.describe(prefix)}{ignored}: {source} is missing {day}",
             allow_retries=False,
         )
-    return blobs
+    return blobs, folder.data
 
 
-def _read_day(store: BlobStore, source: str, day: dt.date, blobs: list) -> "pa.Table":
+def _malformed(store: BlobStore, key: str, message: str) -> dg.Failure:
+    return dg.Failure(description=message, metadata={"blob": store.describe(key)}, allow_retries=False)
+
+
+def _read_day(store: BlobStore, source: str, day: dt.date, keys: list[str]) -> "pa.Table":
+    contents = {key: store.get(key) for key in keys}
+    # A second copy of a file would double the day's rows: refuse it by content, naming both.
+    for first, copy in duplicate_blobs({key: content_digest(data) for key, data in contents.items()}):
+        raise _malformed(store, copy, f"{store.describe(copy)}: same content as {store.describe(first)} "
+                                      f"(sha256 equal); remove one copy")
     tables = []
-    for blob in blobs:
+    for key, data in contents.items():
         try:
-            tables.append(
-                parse_blob(store.get(blob.key), SPEC.sources[source], store.describe(blob.key), day, SPEC.zone)
-            )
+            tables.append(parse_blob(data, SPEC.sources[source], store.describe(key), day, SPEC.zone))
         except MalformedBlobError as exc:
-            raise dg.Failure(description=str(exc), metadata={"blob": store.describe(blob.key)},
-                             allow_retries=False) from exc
+            raise _malformed(store, key, str(exc)) from exc
     import pyarrow as pa  # imported here: the code location loads this module
 
     return pa.concat_tables(tables)
+
+
+def _integrity_checks(source: str, table: "pa.Table") -> list[dg.AssetCheckResult]:
+    """Keys and clock: a day failing these is not stored, so the stored good version survives."""
+    results = []
+    if keys := SPEC.source_keys(source):
+        report = duplicate_keys(table, keys)
+        results.append(dg.AssetCheckResult(
+            check_name=UNIQUE_KEYS_CHECK, passed=report.passed,
+            description=None if report.passed else report.describe(),
+            metadata={"key_columns": dg.MetadataValue.json(keys), "duplicated_keys": report.duplicated_keys,
+                      "extra_rows": report.extra_rows, "first_duplicates": dg.MetadataValue.json(report.first)},
+        ))
+    source_spec = SPEC.sources[source]
+    if (clock := clock_report(table, source_spec, SPEC.zone)) is not None:
+        results.append(dg.AssetCheckResult(
+            check_name=CLOCK_CHECK, passed=clock.passed,
+            description=None if clock.passed else clock.describe(source_spec.timestamp_column),
+            metadata={"rows": clock.rows, "max_bad_share": clock.max_bad_share,
+                      "broken": dg.MetadataValue.json({rule: {"rows": n, "first_data_row": row, "example": ex}
+                                                       for rule, (n, row, ex) in clock.broken.items()})},
+        ))
+    return results
 
 
 def _quality_checks(source: str, table: "pa.Table") -> list[dg.AssetCheckResult]:
@@ -127,7 +172,7 @@ def restatement(context: dg.AssetExecutionContext, key: dg.AssetKey, version: st
         data_version=dg.DataVersion(version),
         metadata={**{k: v for k, v in stored.items() if k != "unchanged"}, "unchanged": True,
                   "restated_from_run": dg.MetadataValue.dagster_run(latest.run_id)},
-        check_results=latest_check_results(context.instance, key, [ROW_COUNT_CHECK, NULL_RATES_CHECK],
+        check_results=latest_check_results(context.instance, key, check_names(key.path[-1].removeprefix("raw_")),
                                            context.partition_key),
     )
 
@@ -145,7 +190,8 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
             key=key,
             group_name=RAW_GROUP,
             io_manager_key="spark_io",
-            code_version="1",
+            # 2: day folders filtered by pattern, compression, line limit, key and clock checks.
+            code_version="2",
             kinds={"azure", "parquet"},
             freshness_policy=data_freshness,
             is_required=False,
@@ -160,6 +206,14 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
                               description="The day has at least quality.min_rows rows"),
             dg.AssetCheckSpec(NULL_RATES_CHECK, asset=key, blocking=True, partitions_def=daily_partitions,
                               description="Each column's null rate is within its bound"),
+            *([dg.AssetCheckSpec(UNIQUE_KEYS_CHECK, asset=key, blocking=True, partitions_def=daily_partitions,
+                                 description=f"{SPEC.source_keys(source)} are unique within the day; "
+                                             "a failing day is not stored")]
+              if SPEC.source_keys(source) else []),
+            *([dg.AssetCheckSpec(CLOCK_CHECK, asset=key, blocking=True, partitions_def=daily_partitions,
+                                 description="Timestamps agree with the spec's clock rules; a failing day "
+                                             "is not stored")]
+              if source_spec.clock else []),
         ],
     )
     def raw_source(context: dg.AssetExecutionContext, config: RawConfig,
@@ -168,7 +222,7 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
 
         day = dt.date.fromisoformat(context.partition_key)
         store = blob_store.blob_store()
-        blobs = _list_day(store, source, day)
+        blobs, data_keys = _list_day(store, source, day)
         version = day_version(blobs)
         if not config.force and BACKFILL_TAG in context.run.tags and unchanged(context, key, version):
             # An explicit backfill of a stored day: restate it (same data version, nothing re-parsed or
@@ -178,10 +232,18 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
             return
         if not config.force and (reason := skip_reason(context, key, version)):
             context.log.info(f"skipped: {reason}")
-            yield from latest_check_results(context.instance, key, [ROW_COUNT_CHECK, NULL_RATES_CHECK],
-                                            context.partition_key)
+            yield from latest_check_results(context.instance, key, check_names(source), context.partition_key)
             return
-        table = _read_day(store, source, day, blobs)
+        table = _read_day(store, source, day, data_keys)
+        integrity = _integrity_checks(source, table)
+        if failed := [r for r in integrity if not r.passed]:
+            # Verdicts recorded for the day, nothing published: the stored version stays as it was.
+            yield from integrity
+            raise dg.Failure(
+                description=f"{key.to_user_string()} {day} not stored: "
+                            + "; ".join(f"{r.check_name}: {r.description}" for r in failed),
+                allow_retries=False,
+            )
         with tempfile.TemporaryDirectory() as staging:
             pq.write_table(table, Path(staging) / "part-00000.parquet")
             version = blob_store.datasets().publish(key.path[-1], context.partition_key, Path(staging))
@@ -189,12 +251,13 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
             data_version=dg.DataVersion(day_version(blobs)),
             metadata={
                 "rows": table.num_rows,
-                "blobs": dg.MetadataValue.json([store.describe(b.key) for b in blobs]),
+                "blobs": dg.MetadataValue.json([store.describe(k) for k in data_keys]),
+                "ignored": dg.MetadataValue.json([store.describe(b.key) for b in blobs if b.key not in data_keys]),
                 "bytes": sum(b.size for b in blobs),
                 "sha256": dg.MetadataValue.json({b.key: b.sha256 for b in blobs}),
                 "stored_version": version.version,
             },
-            check_results=_quality_checks(source, table),
+            check_results=_quality_checks(source, table) + integrity,
         )
 
     return raw_source
