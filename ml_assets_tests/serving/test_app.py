@@ -269,12 +269,12 @@ class _GatedStore(ModelStore):
         self.release = threading.Event()
         self.fetches: list[int] = []
 
-    def fetch(self, name: str, version: int) -> Path:
+    def fetch(self, name: str, version: int, **kwargs) -> Path:
         self.fetches.append(version)
         if version == self.gated:
             self.entered.set()
             assert self.release.wait(60)
-        return super().fetch(name, version)
+        return super().fetch(name, version, **kwargs)
 
 
 def test_refresh_swaps_only_after_the_new_version_is_loaded(sklearn_models, rows, tmp_path):
