@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,7 +24,8 @@ class LandedBlob:
 
 
 def blob_key(spec: DatasetSpec, source: str, day: dt.date) -> str:
-    extension = spec.sources[source].format
+    source_spec = spec.sources[source]
+    extension = "csv.gz" if source_spec.format == "csv" and source_spec.compression == "gzip" else source_spec.format
     return f"{spec.blob_prefix(source, day)}/{source}.{extension}"
 
 
@@ -65,14 +67,16 @@ def land(
                 if rows is None or rows.empty:
                     continue
                 key = blob_key(spec, source, day)
-                info = store.put(key, _encode(rows, source_spec.format))
+                info = store.put(key, _encode(rows, source_spec.format, source_spec.compression == "gzip"))
                 landed.append(LandedBlob(source, day, info, len(rows)))
     return landed
 
 
-def _encode(rows: pd.DataFrame, file_format: str) -> bytes:
+def _encode(rows: pd.DataFrame, file_format: str, gzipped: bool = False) -> bytes:
     if file_format == "csv":
-        return rows.to_csv(index=False).encode("utf-8")
+        text = rows.to_csv(index=False).encode("utf-8")
+        # mtime=0: the same rows give the same bytes, so relanding them keeps the blob's sha256.
+        return gzip.compress(text, mtime=0) if gzipped else text
     buffer = io.BytesIO()
     rows.to_parquet(buffer, index=False)
     return buffer.getvalue()

@@ -119,6 +119,37 @@ def test_blob_key_follows_the_source_format(spec: DatasetSpec) -> None:
     assert blob_key(parquet, "weather", day) == "raw/weather/date=2013-01-05/weather.parquet"
 
 
+def _declared(spec: DatasetSpec, **update) -> DatasetSpec:
+    sources = {name: source.model_copy(update=update) for name, source in spec.sources.items()}
+    return spec.model_copy(update={"sources": sources})
+
+
+@pytest.mark.parametrize(("update", "extension"), [({"compression": "gzip"}, "csv.gz"),
+                                                   ({"format": "parquet"}, "parquet")], ids=["gzip", "parquet"])
+def test_declared_compressed_blobs_land_and_read_back_among_markers(
+    blob_store: BlobStore, spec: DatasetSpec, frames: dict[str, pd.DataFrame], update: dict, extension: str
+) -> None:
+    """A day folder as Spark or a user leaves it: the declared data blob plus markers and hidden files."""
+    from ml_assets.ml.raw_folder import split_day_folder
+
+    declared = _declared(spec, **update)
+    day = DAYS[1]
+    [first] = land(blob_store, declared, {"flights": rows_of(frames["flights"], day)}, [day])
+    folder = declared.blob_prefix("flights", day) + "/"
+    assert first.blob.key == f"{folder}flights.{extension}"
+    for name in ("_SUCCESS", "_committed_1", ".flights.crc", "flights.csv.bak"):
+        blob_store.put(folder + name, b"")
+    [again] = land(blob_store, declared, {"flights": rows_of(frames["flights"], day)}, [day])
+    assert again.blob.sha256 == first.blob.sha256  # gzip without a timestamp: same rows, same bytes
+
+    listed = split_day_folder(declared.sources["flights"], folder, keys_under(blob_store, folder))
+    assert listed.data == [first.blob.key] and len(listed.ignored) == 4
+    data = blob_store.get(first.blob.key)
+    assert data[:2] == b"\x1f\x8b" if extension == "csv.gz" else data[:4] == b"PAR1"
+    table = parse_blob(data, declared.sources["flights"], first.blob.key, day, spec.zone)
+    assert table.num_rows == first.rows == len(rows_of(frames["flights"], day))
+
+
 def test_days_between() -> None:
     assert days_between(dt.date(2013, 1, 5), dt.date(2013, 1, 5)) == [dt.date(2013, 1, 5)]
     assert days_between(dt.date(2013, 1, 30), dt.date(2013, 2, 2)) == [

@@ -84,6 +84,24 @@ def test_spec_helpers(flights_spec: DatasetSpec) -> None:
     assert flights_spec.quality.null_bound("distance") == flights_spec.quality.max_null_rate
 
 
+def test_source_folder_keys_and_clock_fields(flights_spec: DatasetSpec, flights_dict: dict) -> None:
+    flights, weather = flights_spec.sources["flights"], flights_spec.sources["weather"]
+    assert (flights.compression, flights.file_patterns, flights.ignore) == ("none", ["*.csv"], ["_*", ".*"])
+    assert flights.max_line_bytes == 1 << 20
+    assert flights_spec.source_keys("flights") == flights_spec.key_columns == ["carrier", "flight", "origin", "time_hour"]
+    assert flights_spec.source_keys("weather") == ["origin", "time_hour"]
+    assert flights.clock.local_parts == {"year": "year", "month": "month", "day": "day", "hour": "hour"}
+    assert (flights.clock.hours.min, flights.clock.hours.max, flights.clock.max_bad_share) == (5, 23, 0.01)
+    assert weather.clock.hours is None and weather.clock.max_bad_share == 0.0
+    # Without the optional fields: defaults, no keys for a non-base source, no clock rules.
+    for field in ("key_columns", "clock"):
+        del flights_dict["sources"]["weather"][field]
+    flights_dict["sources"]["weather"]["compression"] = "auto"
+    plain = parse_spec(flights_dict)
+    assert plain.source_keys("weather") == [] and plain.sources["weather"].clock is None
+    assert plain.sources["weather"].file_patterns == ["*.csv", "*.csv.gz"]
+
+
 def test_prefix_slashes_are_stripped(flights_dict: dict) -> None:
     flights_dict["sources"]["weather"]["prefix"] = "/raw/weather/"
     assert parse_spec(flights_dict).sources["weather"].prefix == "raw/weather"
@@ -195,6 +213,24 @@ INVALID = [
      "key_columns", "'temp' is not a column of source 'flights'", False),
     ("no-key-columns", _set("key_columns", []), "key_columns", "at least 1 item", True),
     ("name-not-identifier", _set("name", "my flights"), "name", "must be an identifier", True),
+    # Day folders, keys and clocks of a source (issue 11).
+    ("unknown-compression", _set("sources.weather.compression", "bz2"),
+     "sources.weather.compression", "Input should be 'none', 'gzip' or 'auto'", True),
+    ("compression-on-parquet", lambda raw: raw["sources"]["weather"].update(format="parquet", compression="gzip"),
+     "sources.weather", "compression applies to csv only", True),
+    ("no-file-patterns", _set("sources.weather.files", []), "sources.weather.files", "at least 1 item", True),
+    ("line-limit-tiny", _set("sources.weather.max_line_bytes", 10),
+     "sources.weather.max_line_bytes", "greater than or equal to 64", True),
+    ("source-key-not-a-column", _set("sources.weather.key_columns", ["origin", "carrier"]),
+     "sources.weather", "key_columns: 'carrier' is not in columns", True),
+    ("clock-part-not-int", _set("sources.weather.clock.local_parts.hour", "temp"),
+     "sources.weather", "clock.local_parts.hour: 'temp' is not an int column", True),
+    ("clock-without-rules", _set("sources.weather.clock", {}),
+     "sources.weather.clock", "declare local_parts, hours or both", True),
+    ("clock-hours-reversed", _set("sources.flights.clock.hours", {"min": 20, "max": 5}),
+     "sources.flights.clock.hours", "min (20) is greater than max (5)", True),
+    ("clock-share-of-one", _set("sources.flights.clock.max_bad_share", 1.0),
+     "sources.flights.clock.max_bad_share", "less than 1", True),
 ]
 
 
