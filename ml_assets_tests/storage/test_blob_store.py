@@ -600,3 +600,57 @@ def test_local_put_if_waits_for_the_key_lock_then_rechecks(tmp_path: Path):
     thread.join(timeout=10)
     assert isinstance(outcome[0], BlobConflictError)
     assert store.get("a") == b"changed underneath"
+
+
+def test_content_digest_hashes_the_bytes_not_the_record(blob_store: BlobStore):
+    """`info` may trust what was recorded at write time; `content_digest` reads every byte."""
+    from ml_assets_tests.storage.tamper import rot
+
+    data = os.urandom(3 << 20)  # several blocks on the test Azurite
+    blob_store.put("rot/blob.bin", data)
+    assert blob_store.content_digest("rot/blob.bin") == (
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+    )
+    rot(blob_store, "rot/blob.bin", offset=len(data) - 1)
+    rotten = bytearray(data)
+    rotten[-1] ^= 1
+    assert blob_store.info("rot/blob.bin").sha256 == hashlib.sha256(data).hexdigest()  # record
+    assert blob_store.content_digest("rot/blob.bin") == (
+        len(data),
+        hashlib.sha256(rotten).hexdigest(),
+    )
+    with pytest.raises(BlobNotFoundError):
+        blob_store.content_digest("rot/missing.bin")
+
+
+def test_azure_content_replaced_with_metadata_kept_is_named_at_once(azure_store):
+    from ml_assets.storage.base import BlobCorruptError
+    from ml_assets_tests.storage.tamper import replace_keeping_metadata
+
+    azure_store.put("k/blob.bin", b"the original content")
+    replace_keeping_metadata(azure_store, "k/blob.bin", b"something else entirely")
+    for read in (
+        lambda: azure_store.get("k/blob.bin"),
+        lambda: azure_store.get_with_etag("k/blob.bin"),
+    ):
+        with pytest.raises(BlobCorruptError) as caught:
+            read()
+        message = str(caught.value)
+        assert "replaced with its metadata kept, or damaged" in message
+        assert "k/blob.bin" in message and "continuously" not in message
+
+
+def test_local_stale_temp_files_are_listed_and_deleted(tmp_path: Path):
+    store = LocalBlobStore(tmp_path / "store")
+    store.put("a/b.bin", b"kept")
+    debris = store.root / "a" / ".tmp-killedwrite"
+    debris.write_bytes(b"x" * 123)
+    os.utime(debris, (1_000_000, 1_000_000))
+    fresh = store.root / "a" / ".tmp-running"
+    fresh.write_bytes(b"y")
+    assert store.stale_temp_files(older_than=2_000_000) == [("a/.tmp-killedwrite", 123)]
+    store.delete_temp_file("a/.tmp-killedwrite")
+    assert not debris.exists() and fresh.exists() and store.get("a/b.bin") == b"kept"
+    with pytest.raises(BlobStoreError, match="not a temp file"):
+        store.delete_temp_file("a/b.bin")
