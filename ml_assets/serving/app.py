@@ -94,12 +94,26 @@ def _json_response(status: int, body: Any) -> Response:
     return Response(_dumps(body), status, headers=_JSON_HEADERS)
 
 
-async def _read_body(receive: Callable, limits: ServingLimits) -> bytes:
+_BODY_READ = "ml_assets.body_read"  # scope key: the request body was read to its end
+
+
+def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the request announces a body (a non-zero content-length, or chunked)."""
+    for name, value in headers:
+        name = name.lower()
+        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
+            return True
+    return False
+
+
+async def _read_body(scope: dict, receive: Callable, limits: ServingLimits) -> bytes:
     """The whole request body within `limits` (413 when too large, 408 when too slow)."""
     timeout = limits.body_timeout_s
     try:
         async with asyncio.timeout(timeout if timeout > 0 else None):
-            return await _receive_all(receive, limits.max_body_bytes)
+            body = await _receive_all(receive, limits.max_body_bytes)
+            scope[_BODY_READ] = True
+            return body
     except TimeoutError:
         raise ApiError(
             408,
@@ -219,21 +233,26 @@ class _Server:
     # -- Request/Response objects and routing: a third of the per-request cost at high load)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        headers = [(b"content-type", b"application/json")]
+        close = False
         try:
             status, body = await self._dispatch(scope, receive)
         except ApiError as error:
             status = error.status
             body = _dumps({"error": error.message, **(error.extra or {})})
-            if error.close:  # the rest of the body may still be on its way: do not read it
-                headers.append((b"connection", b"close"))
+            close = error.close  # the rest of the body may still be on its way: do not read it
         except _Disconnected:
             return
         except Exception as error:  # a bug, never bad input: still a JSON answer
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             status = 500
             body = _dumps({"error": f"internal error: {type(error).__name__}: {error}"})
-        headers.append((b"content-length", b"%d" % len(body)))
+        if not close and _BODY_READ not in scope and declares_body(scope["headers"]):
+            # Answered without reading a declared body (an error, or a GET): a half-sent body
+            # must not keep the connection, so the server closes it after the answer.
+            close = True
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if close:
+            headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -252,7 +271,7 @@ class _Server:
                 )
             version = self._selector(match)
             check_content_type(scope["headers"])
-            return 200, await self._predict(version, receive)
+            return 200, await self._predict(version, scope, receive)
         if method != "GET":
             raise ApiError(405, f"{path[:200]} answers GET, got {method}")
         selector = self._selector(match)
@@ -260,11 +279,12 @@ class _Server:
             return 200, _dumps(await self._metadata(selector))
         return 200, _dumps(await self._status(selector))
 
-    async def _predict(self, version: int | None, receive: Callable) -> bytes:
+    async def _predict(self, version: int | None, scope: dict, receive: Callable) -> bytes:
         loaded = await self._loaded(version)
         batcher = self._batcher(loaded)
         schema = batcher.schema
-        records, columnar = parse_body(await _read_body(receive, self.limits), schema)
+        body = await _read_body(scope, receive, self.limits)
+        records, columnar = parse_body(body, schema)
         try:
             probabilities = await batcher.submit(records)
         except ValueError as error:  # models.InvalidRecordsError: input the model refused
@@ -383,8 +403,20 @@ class _ServingApp(Starlette):
         self.server = server
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(_PREFIX):
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+        elif scope["path"].startswith(_PREFIX):
             await self.server(scope, receive, send)
+        elif declares_body(scope["headers"]):
+            # No route outside /v1/models reads a body: close after answering, so a half-sent
+            # body cannot hold the connection.
+            async def closing_send(message: dict) -> None:
+                if message["type"] == "http.response.start":
+                    message = {**message, "headers": [*message.get("headers", []),
+                                                      (b"connection", b"close")]}
+                await send(message)
+
+            await super().__call__(scope, receive, closing_send)
         else:
             await super().__call__(scope, receive, send)
 

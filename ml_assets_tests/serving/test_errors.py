@@ -437,10 +437,15 @@ def test_a_refused_champion_with_nothing_loaded_says_why(store, sklearn_models, 
 
 # ------------------------------------------------------------------------------ half-sent bodies
 
-_HALF = (
-    b"POST /v1/models/" + NAME.encode() + b":predict HTTP/1.1\r\nhost: test\r\n"
-    b"content-type: application/json\r\ncontent-length: 100000\r\n\r\n" + b'{"instances": ['
-)
+def _half(path: str = f"/v1/models/{NAME}:predict", content_type: str = "application/json") -> bytes:
+    """A request whose headers promise a 100,000-byte body, and the first 15 bytes of it."""
+    return (
+        f"POST {path} HTTP/1.1\r\nhost: test\r\ncontent-type: {content_type}\r\n"
+        "content-length: 100000\r\n\r\n"
+    ).encode() + b'{"instances": ['
+
+
+_HALF = _half()
 
 
 def _until_closed(sock: socket.socket) -> bytes:
@@ -453,7 +458,8 @@ def _until_closed(sock: socket.socket) -> bytes:
 
 def half_sent_bodies_are_408_and_closed(host: str, port: int, connections: int = 20) -> None:
     """Connections that stop mid-body, and one that drips a byte at a time, are answered 408
-    and closed by the server (the body would need 100,000 bytes; far fewer are ever sent)."""
+    and closed by the server (the body would need 100,000 bytes; far fewer are ever sent);
+    requests refused before their body is read are closed after the answer."""
     sockets = [socket.create_connection((host, port), timeout=120) for _ in range(connections)]
     try:
         for sock in sockets:
@@ -475,6 +481,20 @@ def half_sent_bodies_are_408_and_closed(host: str, port: int, connections: int =
             assert sent < 100_000, "the server never answered the dripping body"
         answer = _until_closed(drip)
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    # Requests answered without reading their body (unknown model, not JSON, a path outside
+    # /v1/models): answered at once, then closed rather than kept waiting for the body.
+    for request, status in [
+        (_half("/v1/models/other:predict"), b"404"),
+        (_half(content_type="text/plain"), b"415"),
+        (_half(f"/v1/models/{NAME}/versions/{'9' * 5000}:predict"), b"400"),
+        (_half("/healthz"), b"405"),
+        (_half("/elsewhere"), b"404"),
+    ]:
+        with socket.create_connection((host, port), timeout=120) as sock:
+            sock.sendall(request)
+            answer = _until_closed(sock)
+            assert answer.startswith(b"HTTP/1.1 " + status + b" "), (request[:60], answer[:300])
+            assert b"connection: close" in answer.lower()
 
 
 def test_half_sent_bodies_do_not_hold_connections(store, sklearn_models, rows, tmp_path):
