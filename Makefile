@@ -58,7 +58,7 @@ APT_GET_FN = apt_get() { \
 	  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then sudo -n -E apt-get "$$@"; \
 	  else echo "ERROR: cannot run apt-get (not root, no passwordless sudo)." >&2; return 1; fi; }
 
-.PHONY: help venv java tools services-deps home demo test lint dev up down validate bench lock clean
+.PHONY: help venv java tools services-deps home demo test lint dev up down spark-up spark-down validate bench lock clean
 
 help: ## Show this list of targets
 	@echo "ml_assets - make targets (quick start: 'make demo', 'make test')"
@@ -154,20 +154,28 @@ services-deps: ## Make sure Debian's PostgreSQL server, Redis and Chromium are p
 	command -v chromium >/dev/null 2>&1 || { echo "ERROR: chromium installed but not on PATH." >&2; exit 1; }; \
 	command -v redis-server >/dev/null 2>&1 || { echo "ERROR: redis-server installed but not on PATH." >&2; exit 1; }
 
-# DAGSTER_HOME's instance profile: PROFILE=sqlite (dagster.yaml, embedded, zero set-up) or
+# DAGSTER_HOME's instance profile: PROFILE=sqlite (dagster.yaml, embedded, zero set-up),
 # PROFILE=postgres (deploy/dagster.postgres.yaml: needs DAGSTER_POSTGRES_* in the environment,
-# then `dagster instance migrate`). Without PROFILE the home keeps the profile it has.
+# then `dagster instance migrate`) or PROFILE=cluster (deploy/dagster.cluster.yaml: the postgres
+# profile with step-level pools; `make up` then runs steps on Celery workers). Without PROFILE
+# the home keeps the profile it has.
 PROFILE ?=
 PROFILE_FILE_sqlite   := dagster.yaml
 PROFILE_FILE_postgres := deploy/dagster.postgres.yaml
+PROFILE_FILE_cluster  := deploy/dagster.cluster.yaml
+# Cluster profile: Celery workers `make up` starts beside the daemon (broker: ML_ASSETS_CELERY_BROKER_URL).
+CELERY_WORKERS ?= 2
+# `make spark-up`: a Spark standalone master and workers on this host.
+SPARK_WORKERS ?= 2
 
-home: ## Create/refresh DAGSTER_HOME (.dagster_home/); PROFILE=postgres|sqlite switches its instance profile
+home: ## Create/refresh DAGSTER_HOME (.dagster_home/); PROFILE=sqlite|postgres|cluster switches its instance profile
 	@prof="$(PROFILE)"; \
 	if [ -z "$$prof" ]; then prof="$$(cat $(HOME_DIR)/.profile 2>/dev/null || echo sqlite)"; fi; \
 	case "$$prof" in \
 	  sqlite) src=$(PROFILE_FILE_sqlite) ;; \
 	  postgres) src=$(PROFILE_FILE_postgres) ;; \
-	  *) echo "ERROR: unknown PROFILE '$$prof' (use sqlite or postgres)." >&2; exit 1 ;; \
+	  cluster) src=$(PROFILE_FILE_cluster) ;; \
+	  *) echo "ERROR: unknown PROFILE '$$prof' (use sqlite, postgres or cluster)." >&2; exit 1 ;; \
 	esac; \
 	mkdir -p $(HOME_DIR); \
 	if ! cmp -s "$$src" $(HOME_DIR)/dagster.yaml; then \
@@ -197,8 +205,21 @@ lint: venv ## ruff check + ruff format --check
 dev: venv java home ## `dagster dev` on http://127.0.0.1:3000 (ignores SIGTERM: for a terminal only; services: make up)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-up: venv java home ## Start code server, daemon, webserver as separate processes (UI on :3000); Ctrl-C or `make down` stops them
-	$(PY) -m ml_assets.services up --host $(UP_HOST) --port $(UP_PORT) --grpc-port $(UP_GRPC_PORT)
+up: venv java home ## Start code server, daemon, webserver (+ Celery workers on PROFILE=cluster) as separate processes (UI on :3000); Ctrl-C or `make down` stops them
+	@if [ "$$(cat $(HOME_DIR)/.profile)" = cluster ]; then \
+	  if [ -z "$${ML_ASSETS_CELERY_BROKER_URL:-}" ]; then \
+	    echo "ERROR: the cluster profile needs ML_ASSETS_CELERY_BROKER_URL (e.g. redis://127.0.0.1:6379/0)." >&2; exit 1; fi; \
+	  set -x; ML_ASSETS_EXECUTOR=celery $(PY) -m ml_assets.services up --host $(UP_HOST) --port $(UP_PORT) \
+	    --grpc-port $(UP_GRPC_PORT) --celery-workers $(CELERY_WORKERS); \
+	else \
+	  set -x; $(PY) -m ml_assets.services up --host $(UP_HOST) --port $(UP_PORT) --grpc-port $(UP_GRPC_PORT); \
+	fi
+
+spark-up: venv java ## Start a Spark standalone master + SPARK_WORKERS workers here (spark://127.0.0.1:7077, UI :8080)
+	$(PY) -m ml_assets.ops.spark_cluster up --workers $(SPARK_WORKERS)
+
+spark-down: ## Stop the Spark standalone master and workers 'make spark-up' started
+	$(PY) -m ml_assets.ops.spark_cluster down
 
 down: ## Stop the services 'make up' started (SIGTERM; all three stop within 10 s)
 	$(PY) -m ml_assets.services down

@@ -1,4 +1,4 @@
-"""Instance profiles: the embedded default (SQLite) and the PostgreSQL production profile."""
+"""Instance profiles: the embedded default (SQLite), PostgreSQL production and the cluster profile."""
 
 import os
 import shutil
@@ -15,6 +15,7 @@ import yaml
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_PROFILE = REPO_ROOT / "dagster.yaml"
 POSTGRES_PROFILE = REPO_ROOT / "deploy" / "dagster.postgres.yaml"
+CLUSTER_PROFILE = REPO_ROOT / "deploy" / "dagster.cluster.yaml"
 PG_VARS = {
     "username": "DAGSTER_POSTGRES_USER",
     "password": "DAGSTER_POSTGRES_PASSWORD",
@@ -53,6 +54,33 @@ def test_profiles_are_identical_apart_from_storage():
     assert {k: v for k, v in production.items() if k != "storage"} == default, (
         "deploy/dagster.postgres.yaml drifted from dagster.yaml: mirror every non-storage change"
     )
+
+
+def test_cluster_profile_is_the_postgres_profile_with_step_level_pools():
+    production, cluster = load(POSTGRES_PROFILE), load(CLUSTER_PROFILE)
+    assert {k: v for k, v in cluster.items() if k != "concurrency"} == {
+        k: v for k, v in production.items() if k != "concurrency"
+    }, "deploy/dagster.cluster.yaml drifted from deploy/dagster.postgres.yaml apart from concurrency"
+    # Steps (on Celery workers) claim pool slots, so "spark"/"training" limits bound steps, not runs.
+    assert cluster["concurrency"]["pools"]["granularity"] == "op"
+    assert cluster["concurrency"]["runs"]["max_concurrent_runs"] > production["concurrency"]["runs"][
+        "max_concurrent_runs"]
+
+
+def test_cluster_profile_loads_with_op_granularity(tmp_path, monkeypatch, postgres):
+    from dagster._core.instance.config import PoolGranularity
+
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(CLUSTER_PROFILE, home / "dagster.yaml")
+    for var, value in postgres.fresh_db().items():
+        monkeypatch.setenv(var, value)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        pools = instance.get_concurrency_config().pool_config
+        assert pools.pool_granularity == PoolGranularity.OP
+        assert pools.default_pool_limit == 1
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        assert instance.event_log_storage.supports_global_concurrency_limits
 
 
 def test_postgres_profile_reads_every_connection_setting_from_env():
