@@ -31,21 +31,34 @@ STORE_RETRY = dg.RetryPolicy(
 )
 
 
-def ensure_pool_limits(instance: dg.DagsterInstance, pools: tuple[str, ...] = (SPARK_POOL,)) -> list[str]:
-    """Write the instance's default limit for our pools before any run needing them is queued.
+def ensure_pool_limits(instance: dg.DagsterInstance, pools: tuple[str, ...] = (SPARK_POOL,),
+                       configured: dict[str, int] | None = None) -> list[str]:
+    """Write the limit of our pools before any run needing them is queued.
 
-    Dagster creates a pool's limit row the first time the queue sees a run using it, but the
-    queue's first pass over such runs still reads the pool list from before that write, so on a
-    fresh instance two Spark runs queued together would both start. Returns the pools that have
-    no limit at all (no default_limit and none set by hand), so the caller can warn.
+    A pool sized in config (`configured`, by default `pool_limits()` of defs/resources.py, i.e.
+    ML_ASSETS_SPARK_POOL_LIMIT: Spark runs at once on a cluster) gets exactly that limit. Any
+    other gets the instance's default limit if it has none yet: Dagster creates a pool's limit row
+    the first time the queue sees a run using it, but the queue's first pass over such runs still
+    reads the pool list from before that write, so on a fresh instance two Spark runs queued
+    together would both start. Returns the pools that have no limit at all (no default_limit and
+    none set by hand or in config), so the caller can warn.
     """
+    if configured is None:
+        from ml_assets.defs.resources import pool_limits  # reads the environment; imports no pool
+
+        configured = pool_limits()
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return list(pools)
-    known = {limit.name for limit in storage.get_pool_limits()}
+    current = {limit.name: limit.limit for limit in storage.get_pool_limits()}
+    known = set(current)
     default = instance.global_op_concurrency_default_limit
     unlimited = []
     for pool in pools:
+        if pool in configured:
+            if current.get(pool) != configured[pool]:
+                storage.set_concurrency_slots(pool, configured[pool])
+            continue
         if pool in known:
             continue
         if default is None:

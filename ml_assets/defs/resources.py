@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 import dagster as dg
 
+from ml_assets.defs.execution import SPARK_POOL
 from ml_assets.resources.blob_store import DEFAULT_STORE_TIMEOUT_S, BlobStoreResource
 from ml_assets.resources.email import EmailResource
 from ml_assets.resources.spark import LazySparkResource
@@ -83,6 +84,12 @@ def spark_config() -> dict[str, str]:
     config = dict(DEFAULT_SPARK_CONFIG)
     if _env("ML_ASSETS_SPARK_MASTER"):
         config["spark.master"] = os.environ["ML_ASSETS_SPARK_MASTER"].strip()
+    if not config["spark.master"].startswith("local"):
+        # Executors on other hosts connect back to the driver: loopback only suits local[*]. Spark
+        # then takes SPARK_LOCAL_IP or the host's address; set spark.driver.host in ML_ASSETS_SPARK_CONF
+        # to pin the address the workers reach.
+        for key in ("spark.driver.host", "spark.driver.bindAddress"):
+            config.pop(key)
     overrides = _env("ML_ASSETS_SPARK_CONF")
     if overrides:
         try:
@@ -163,6 +170,35 @@ def celery_settings() -> CelerySettings:
         worker_concurrency=_positive_int("ML_ASSETS_CELERY_WORKER_CONCURRENCY", 1),
         visibility_timeout_s=_positive_int("ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S),
     )
+
+
+SPARK_FILESYSTEMS = ("download", "abfss", "wasbs")
+
+
+def spark_filesystem() -> str:
+    """ML_ASSETS_SPARK_FS: how Spark executors reach the Azure container (download, abfss, wasbs)."""
+    value = (_env("ML_ASSETS_SPARK_FS") or "download").strip().lower()
+    if value not in SPARK_FILESYSTEMS:
+        raise EnvConfigError(f"ML_ASSETS_SPARK_FS={value!r} is not one of {', '.join(SPARK_FILESYSTEMS)}")
+    return value
+
+
+def pool_limits() -> dict[str, int]:
+    """Dagster pool limits from config: ML_ASSETS_SPARK_POOL_LIMIT runs holding the Spark pool at once.
+
+    Unset: {} (the instance's default_limit applies, 1 in dagster.yaml). On a Spark cluster, about
+    total executor cores / cores one run keeps busy (e.g. 2 for two 1-core workers).
+    """
+    value = _env("ML_ASSETS_SPARK_POOL_LIMIT")
+    if value is None:
+        return {}
+    try:
+        limit = int(value)
+    except ValueError:
+        limit = 0
+    if limit < 1:
+        raise EnvConfigError(f"ML_ASSETS_SPARK_POOL_LIMIT={value!r} is not a whole number of runs >= 1")
+    return {SPARK_POOL: limit}
 
 
 def _data_dir(name: str, env_var: str) -> str:
@@ -259,6 +295,7 @@ def azure_blob_store() -> BlobStoreResource:
     return BlobStoreResource(
         backend="azure",
         container=container,
+        spark_filesystem=spark_filesystem(),
         cache_dir=_data_dir("cache", "ML_ASSETS_CACHE_DIR"),
         timeout_s=store_timeout_s(),
         **credentials,
@@ -332,6 +369,10 @@ def resources_for_environment(env: str | None = None) -> dict:
             built[name] = build()
         except EnvConfigError as exc:
             problems.append(str(exc))
+    try:
+        pool_limits()  # applied by ensure_pool_limits; checked here with the rest
+    except EnvConfigError as exc:
+        problems.append(str(exc))
     if problems:
         raise EnvConfigError("; ".join(problems) if len(problems) == 1 else
                              f"{len(problems)} problems in the environment: " + "; ".join(problems))
