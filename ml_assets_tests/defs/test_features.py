@@ -47,7 +47,8 @@ def test_range_backfill_is_one_run_that_writes_each_partition(
         assert partitions == DAYS
         assert store_resource.datasets().partitions(asset) == DAYS
     checks = result.get_asset_check_evaluations()
-    assert {c.check_name for c in checks} == {"features_schema", "features_quality", "label_rate"}
+    assert {c.check_name for c in checks} == {"features_schema", "features_quality", "features_unique_keys",
+                                              "label_rate"}
     assert all(c.passed for c in checks)
 
     features = _load(spark, store_resource, "features", DAYS)
