@@ -56,8 +56,13 @@ def test_checks_are_blocking():
     assert checks == {
         ("raw_flights", "row_count"): True,
         ("raw_flights", "null_rates"): True,
+        ("raw_flights", "unique_keys"): True,
+        ("raw_flights", "clock"): True,
         ("raw_weather", "row_count"): True,
         ("raw_weather", "null_rates"): True,
+        ("raw_weather", "unique_keys"): True,
+        ("raw_weather", "clock"): True,
+        ("features", "features_unique_keys"): True,
         ("features", "features_schema"): True,
         ("features", "features_quality"): True,
         ("labels", "label_rate"): True,
@@ -76,9 +81,12 @@ def test_sensors_jobs_and_automation():
         "training_report_on_success": dg.DefaultSensorStatus.RUNNING,
         "training_report_on_failure": dg.DefaultSensorStatus.RUNNING,
     }
-    assert {j.name for j in defs.jobs} == {"raw_job", "feature_job", "training_job"}
+    assert {j.name for j in defs.jobs} == {"raw_job", "feature_job", "training_job", "store_gc_job"}
     # The cron fallback is off unless the spec sets monitoring.retraining.fallback_cron.
-    assert {s.name: s.default_status for s in defs.schedules} == {"retrain_fallback": dg.DefaultScheduleStatus.STOPPED}
+    assert {s.name: s.default_status for s in defs.schedules} == {
+        "retrain_fallback": dg.DefaultScheduleStatus.STOPPED,
+        "store_gc_schedule": dg.DefaultScheduleStatus.STOPPED,  # clean-up is opt-in
+    }
     graph = defs.resolve_asset_graph()
     automated = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
     assert automated == {"features", "labels", "cluster_model", "clusters", "deployed_model", "reference_stats",
