@@ -118,7 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ml_assets.serving.app import serve
 
     limits = ServingLimits(max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
-                           body_timeout_s=args.body_timeout)
+                           body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout)
     serve(_model_store(), args.model, host=args.host, port=args.port, poll_interval=args.poll_interval,
           limits=limits)
     return 0
@@ -178,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--body-timeout", type=float, default=30.0,
                        help="seconds to receive a request body once its headers arrived; then 408 and the "
                             "connection is closed (default 30, 0 = no limit)")
+    serve.add_argument("--header-timeout", type=float, default=10.0,
+                       help="seconds a connection may take to send a request's headers; then 408 and the "
+                            "connection is closed (default 10, 0 = no limit)")
     serve.set_defaults(func=cmd_serve)
     rollback = sub.add_parser("rollback", help="move the champion pointer back to an earlier version")
     rollback.add_argument("--model", default="flights")

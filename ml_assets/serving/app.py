@@ -432,7 +432,8 @@ def create_app(
 
     `limits` bounds each request (size, instances, body read time); defaults: `ServingLimits()`.
     """
-    server = _Server(registry, max_batch, max_wait_ms / 1000.0, limits or ServingLimits())
+    limits = limits or ServingLimits()
+    server = _Server(registry, max_batch, max_wait_ms / 1000.0, limits)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -452,7 +453,16 @@ def create_app(
     )
     app.state.server = server
     app.state.registry = registry
+    app.state.limits = limits
     return app
+
+
+def uvicorn_protocol(app: Starlette) -> type:
+    """The uvicorn `http=` protocol for `app`: httptools with the app's header deadline."""
+    from ml_assets.serving.protocol import header_timeout_protocol
+
+    limits = getattr(app.state, "limits", None) or ServingLimits()
+    return header_timeout_protocol(limits.header_timeout_s)
 
 
 def serve(
@@ -473,8 +483,15 @@ def serve(
 
     app = create_app(registry_factory(store, name), **kw)
     uvicorn.run(
-        app, host=host, port=port, workers=1, loop="asyncio", access_log=False, log_level=log_level
+        app,
+        host=host,
+        port=port,
+        workers=1,
+        loop="asyncio",
+        http=uvicorn_protocol(app),
+        access_log=False,
+        log_level=log_level,
     )
 
 
-__all__ = ["ApiError", "ServingLimits", "create_app", "serve"]
+__all__ = ["ApiError", "ServingLimits", "create_app", "serve", "uvicorn_protocol"]

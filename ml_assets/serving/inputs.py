@@ -58,21 +58,25 @@ class ServingLimits:
     body_timeout_s: seconds the server waits for the whole request body once its headers
         arrived; a body still incomplete then is answered 408 and the connection closed, so
         half-sent bodies cannot hold connections. 0 disables the timeout.
+    header_timeout_s: seconds a connection may take to send a request's headers (from its first
+        byte, or from the connection when it sends nothing); then the server answers 408 and
+        closes it (`serving.protocol`: uvicorn itself has no such deadline). 0 disables it.
     """
 
     max_body_bytes: int = 64 * 1024 * 1024
     max_instances: int = 10_000
     body_timeout_s: float = 30.0
+    header_timeout_s: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("max_body_bytes", "max_instances"):
             value = getattr(self, name)
             if type(value) is not int or value < 1:
                 raise ValueError(f"ServingLimits.{name} must be a positive integer, got {value!r}")
-        if not self.body_timeout_s >= 0:
-            raise ValueError(
-                f"ServingLimits.body_timeout_s must be >= 0 seconds, got {self.body_timeout_s!r}"
-            )
+        for name in ("body_timeout_s", "header_timeout_s"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"ServingLimits.{name} must be >= 0 seconds, got {value!r}")
 
 
 # ---------------------------------------------------------------------------- the request line

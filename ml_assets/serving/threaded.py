@@ -22,7 +22,10 @@ def running_in_thread(app, host: str = "127.0.0.1", start_timeout: float = 120.0
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, host=host, port=port, loop="asyncio", access_log=False, log_level="warning")
+    from ml_assets.serving.app import uvicorn_protocol
+
+    config = uvicorn.Config(app, host=host, port=port, loop="asyncio", http=uvicorn_protocol(app),
+                            access_log=False, log_level="warning")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -459,7 +459,8 @@ def _until_closed(sock: socket.socket) -> bytes:
 def half_sent_bodies_are_408_and_closed(host: str, port: int, connections: int = 20) -> None:
     """Connections that stop mid-body, and one that drips a byte at a time, are answered 408
     and closed by the server (the body would need 100,000 bytes; far fewer are ever sent);
-    requests refused before their body is read are closed after the answer."""
+    so are half-sent and dripped headers (4,000 bytes of them, one every 50 ms); requests
+    refused before their body is read are closed after the answer."""
     sockets = [socket.create_connection((host, port), timeout=120) for _ in range(connections)]
     try:
         for sock in sockets:
@@ -481,6 +482,23 @@ def half_sent_bodies_are_408_and_closed(host: str, port: int, connections: int =
             assert sent < 100_000, "the server never answered the dripping body"
         answer = _until_closed(drip)
         assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+    # Half-sent headers, dripped headers, and a connection that sends nothing: closed too
+    # (uvicorn has no deadline of its own there: serving.protocol adds header_timeout_s).
+    with socket.create_connection((host, port), timeout=120) as silent:
+        assert _until_closed(silent) == b""
+    with socket.create_connection((host, port), timeout=120) as partial:
+        partial.sendall(_HALF[:40])
+        answer = _until_closed(partial)
+        assert answer.startswith(b"HTTP/1.1 408 "), answer[:300]
+        assert b"header_timeout_s" in answer
+    with socket.create_connection((host, port), timeout=120) as drip:
+        headers = _HALF.split(b"\r\n\r\n")[0] + b"\r\nx-padding: " + b"a" * 4000
+        sent = 0
+        while not select.select([drip], [], [], 0.05)[0]:
+            assert sent < len(headers), "the server never answered the dripping headers"
+            drip.sendall(headers[sent : sent + 1])
+            sent += 1
+        assert _until_closed(drip).startswith(b"HTTP/1.1 408 ")
     # Requests answered without reading their body (unknown model, not JSON, a path outside
     # /v1/models): answered at once, then closed rather than kept waiting for the body.
     for request, status in [
@@ -499,6 +517,9 @@ def half_sent_bodies_are_408_and_closed(host: str, port: int, connections: int =
 
 def test_half_sent_bodies_do_not_hold_connections(store, sklearn_models, rows, tmp_path):
     publish(store, sklearn_models[0], tmp_path)
-    with serving(store, limits=ServingLimits(body_timeout_s=0.5)) as (client, _):
+    with serving(store, limits=ServingLimits(body_timeout_s=0.5, header_timeout_s=0.5)) as (
+        client,
+        _,
+    ):
         half_sent_bodies_are_408_and_closed(client.base_url.host, client.base_url.port)
         assert len(predict(client, rows[:3])) == 3  # the server is unharmed

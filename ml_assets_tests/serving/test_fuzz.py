@@ -125,7 +125,7 @@ def test_generated_requests_against_the_real_server_process(
     cli = Path(sys.executable).with_name("ml-assets")
     process = spawn(
         [str(cli), "serve", "--model", NAME, "--port", str(port), "--poll-interval", "0",
-         "--body-timeout", "1"],
+         "--body-timeout", "1", "--header-timeout", "1"],
         log_path=log,
         env=env,
     )
