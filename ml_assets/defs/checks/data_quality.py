@@ -7,6 +7,8 @@ from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.features import daily_profile, expected_feature_types, schema_problems
+from ml_assets.ml.raw import PARTITION_COLUMN
+from ml_assets.ml.unique_keys import spark_duplicate_keys
 from ml_assets.resources.spark import SparkDataFrame
 
 
@@ -47,6 +49,25 @@ def features_quality(features: SparkDataFrame) -> dg.AssetCheckResult:
             "days": len(profile),
             "rows": sum(int(stats["rows"]) for stats in profile.values()),
             "failures": dg.MetadataValue.json(failures),
+        },
+    )
+
+
+@dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
+                pool=SPARK_POOL, retry_policy=STORE_RETRY,
+                description="The spec's key_columns are unique within each day (a join fanning out fails it)")
+def features_unique_keys(features: SparkDataFrame) -> dg.AssetCheckResult:
+    # A range run records one verdict for the range: the failing days are named in it.
+    reports = spark_duplicate_keys(features, SPEC.key_columns, PARTITION_COLUMN)
+    return dg.AssetCheckResult(
+        passed=not reports,
+        description="; ".join(f"{day}: {r.describe()}" for day, r in sorted(reports.items())) or None,
+        metadata={
+            "key_columns": dg.MetadataValue.json(SPEC.key_columns),
+            "failing_days": dg.MetadataValue.json(sorted(reports)),
+            "duplicates": dg.MetadataValue.json({day: {"duplicated_keys": r.duplicated_keys,
+                                                       "extra_rows": r.extra_rows, "first": r.first}
+                                                 for day, r in sorted(reports.items())}),
         },
     )
 
