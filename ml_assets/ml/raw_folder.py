@@ -53,10 +53,13 @@ def content_digest(data: bytes) -> str:
 
 
 def duplicate_blobs(digests: dict[str, str]) -> list[tuple[str, str]]:
-    """(first blob, its copy) for every blob whose content equals an earlier one's, in key order."""
+    """(first blob, its copy) for every blob whose content equals an earlier one's, in the dict's order.
+
+    Callers pass blobs oldest first, so the copy named is the one that arrived later.
+    """
     seen: dict[str, str] = {}
     pairs = []
-    for blob in sorted(digests):
+    for blob in digests:
         first = seen.setdefault(digests[blob], blob)
         if first != blob:
             pairs.append((first, blob))

@@ -190,10 +190,9 @@ def test_duplicates_fail_the_day_and_keep_stored_data(
     message = _step_failure(result)
     store = store_resource.blob_store()
     if duplicate is _second_copy:
-        # Both blobs named; keys sort " (1)" before ".csv", so the original is reported as the copy.
-        assert message == (f"{store.describe(DAY1_BLOB)}: same content as "
-                           f"{store.describe(f'raw/flights/date={DAY1}/flights (1).csv')} (sha256 equal); "
-                           "remove one copy")
+        # Both blobs named, the later arrival as the copy.
+        assert message == (f"{store.describe(f'raw/flights/date={DAY1}/flights (1).csv')}: same content as "
+                           f"{store.describe(DAY1_BLOB)} (sha256 equal); remove one copy")
     else:
         assert message.startswith(f"raw_flights {DAY1} not stored: unique_keys: 842 key(s) of "
                                   "['carrier', 'flight', 'origin', 'time_hour'] occur more than once (842 extra row(s))")

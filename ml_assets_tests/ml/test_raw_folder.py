@@ -73,8 +73,8 @@ def test_patterns_follow_the_declaration(flights: SourceSpec, update: dict, data
 
 
 def test_copies_are_found_by_content() -> None:
-    digests = {"d/a.csv": "x", "d/b.csv": "y", "d/copy of a.csv": "x", "d/z.csv": "x"}
-    assert duplicate_blobs(digests) == [("d/a.csv", "d/copy of a.csv"), ("d/a.csv", "d/z.csv")]
+    digests = {"d/z.csv": "x", "d/b.csv": "y", "d/a.csv": "x", "d/copy of z.csv": "x"}  # oldest first
+    assert duplicate_blobs(digests) == [("d/z.csv", "d/a.csv"), ("d/z.csv", "d/copy of z.csv")]
     assert duplicate_blobs({"d/a.csv": "x", "d/b.csv": "y"}) == []
 
 

@@ -69,8 +69,12 @@ def _malformed(store: BlobStore, key: str, message: str) -> dg.Failure:
     return dg.Failure(description=message, metadata={"blob": store.describe(key)}, allow_retries=False)
 
 
-def _read_day(store: BlobStore, source: str, day: dt.date, keys: list[str]) -> "pa.Table":
-    contents = {key: store.get(key) for key in keys}
+def _read_day(store: BlobStore, source: str, day: dt.date,
+              listed: tuple[list, list[str]] | None = None) -> tuple["pa.Table", list]:
+    """The day's parsed data blobs and every blob listed (bench/ calls it without a listing)."""
+    blobs, keys = listed or _list_day(store, source, day)
+    arrived = {b.key: b.last_modified for b in blobs}
+    contents = {key: store.get(key) for key in sorted(keys, key=lambda k: (arrived[k], k))}
     # A second copy of a file would double the day's rows: refuse it by content, naming both.
     for first, copy in duplicate_blobs({key: content_digest(data) for key, data in contents.items()}):
         raise _malformed(store, copy, f"{store.describe(copy)}: same content as {store.describe(first)} "
@@ -83,7 +87,7 @@ def _read_day(store: BlobStore, source: str, day: dt.date, keys: list[str]) -> "
             raise _malformed(store, key, str(exc)) from exc
     import pyarrow as pa  # imported here: the code location loads this module
 
-    return pa.concat_tables(tables)
+    return pa.concat_tables(tables), blobs
 
 
 def _integrity_checks(source: str, table: "pa.Table") -> list[dg.AssetCheckResult]:
@@ -234,7 +238,7 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
             context.log.info(f"skipped: {reason}")
             yield from latest_check_results(context.instance, key, check_names(source), context.partition_key)
             return
-        table = _read_day(store, source, day, data_keys)
+        table, _ = _read_day(store, source, day, (blobs, data_keys))
         integrity = _integrity_checks(source, table)
         if failed := [r for r in integrity if not r.passed]:
             # Verdicts recorded for the day, nothing published: the stored version stays as it was.
