@@ -146,10 +146,35 @@ class PromotionSpec(_Strict):
     min_slice_size: int = Field(100, ge=1, description="Slices with fewer holdout rows are not gated")
     decision_threshold: float = Field(0.5, gt=0, lt=1, description="Probability above which a row is positive")
     infra: InfraBudget = Field(default_factory=InfraBudget)
+    # Paired comparison on the same holdout rows (ml_assets.ml.stats / ml_assets.ml.comparison).
+    policy: Literal["superiority", "non_inferiority"] = Field(
+        "superiority", description="How min_improvement margins are read against the champion: superiority = the "
+        "interval's lower end of the improvement is above +margin; non_inferiority = above -margin (refreshing a "
+        "stale champion on newer data)")
+    confidence: float = Field(0.95, gt=0.5, lt=1, description="Two-sided level of every interval; rules read its "
+                              "lower end, a one-sided test at (1 - confidence) / 2")
+    comparison: Literal["delong", "bootstrap"] = Field(
+        "delong", description="Interval of a roc_auc difference: DeLong or the paired bootstrap; other metrics "
+        "always use the paired bootstrap")
+    bootstrap_resamples: int = Field(1000, ge=100, description="Paired bootstrap resamples")
+    bootstrap_unit: Literal["row", "day"] = Field("row", description="What the bootstrap resamples: rows, or "
+                                                  "whole holdout days (keeps within-day correlation)")
+    seed: int = Field(13, description="Seed of the bootstrap resamples (same data, same verdict)")
+    min_slice_class_count: int = Field(20, ge=2, description="Slices with fewer positives or fewer negatives "
+                                       "than this are listed but not gated")
+    slice_correction: Literal["holm", "bh"] = Field(
+        "holm", description="Multiple-comparison correction across all slice tests: holm (family-wise error) or bh "
+        "(Benjamini-Hochberg, false discovery rate)")
+    slice_alpha: float = Field(0.05, gt=0, lt=1, description="A slice fails when its adjusted p-value of "
+                               "'regressed beyond max_slice_regression' is below this")
+    baseline_margin: dict[str, float] = Field(
+        default_factory=dict, description="Margin by which the candidate must beat the LogisticRegression "
+        "baseline trained on the same window (lower end of the paired interval above it); empty: reported only")
 
     @model_validator(mode="after")
     def _known_metrics(self) -> PromotionSpec:
-        for field in ("absolute", "min_improvement", "min_relative_improvement", "max_slice_regression"):
+        for field in ("absolute", "min_improvement", "min_relative_improvement", "max_slice_regression",
+                      "baseline_margin"):
             unknown = sorted(set(getattr(self, field)) - set(KNOWN_METRICS))
             if unknown:
                 raise ValueError(f"{field}: unknown metric(s) {unknown}; known: {list(KNOWN_METRICS)}")
