@@ -125,10 +125,13 @@ class DatasetStore:
 
     def _move(self, src: str, dst: str) -> None:
         if isinstance(self.blobs, LocalBlobStore):
-            # A rename within the store's folder; the content hash is recorded on first listing.
-            target = self.blobs.root / dst
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(self.blobs.root / src, target)
+            # A rename within the store's folder. The hash recorded when staging was listed stays
+            # valid (same inode, size and mtime): move it along instead of leaving it orphaned.
+            for source, target in ((self.blobs.root / src, self.blobs.root / dst),
+                                   (self.blobs._sidecar(src), self.blobs._sidecar(dst))):
+                if source.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(source, target)
             return
         scratch = self.cache_dir / STAGING_PREFIX
         scratch.mkdir(parents=True, exist_ok=True)

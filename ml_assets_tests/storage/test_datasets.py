@@ -189,3 +189,53 @@ def test_publishing_an_empty_folder_refuses(
         datasets.publish("t", "2024-04-01", make_version(tmp_path / "bookkeeping", {}))
     assert list(blob_store.list()) == []
     assert datasets.current("t", "2024-04-01") is None
+
+
+def _parquet_bytes(values: list[int]) -> bytes:
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    pq.write_table(pa.table({"x": values}), sink)
+    return sink.getvalue()
+
+
+def test_staged_spark_output_is_published_from_inside_the_store(datasets, blob_store):
+    staging = datasets.new_staging("features")
+    for key, data in {
+        "__partition=2024-01-01/part-00000-a.snappy.parquet": _parquet_bytes([1, 2]),
+        "__partition=2024-01-01/part-00001-a.snappy.parquet": _parquet_bytes([3]),
+        "__partition=2024-01-01/.part-00000-a.snappy.parquet.crc": b"crc",
+        "__partition=2024-01-02/part-00000-a.snappy.parquet": _parquet_bytes([4]),
+        "_SUCCESS": b"",
+    }.items():
+        blob_store.put(f"{staging}/{key}", data)
+
+    staged = datasets.staged_files(staging)
+    assert {folder: len(files) for folder, files in staged.items()} == {
+        "__partition=2024-01-01": 2, "__partition=2024-01-02": 1}
+    # Footers are read in place on the local store; other stores leave counting to Spark.
+    expected_rows = 3 if isinstance(blob_store, LocalBlobStore) else None
+    assert datasets.footer_rows(staged["__partition=2024-01-01"]) == expected_rows
+    first = datasets.publish_staged("features", "2024-01-01", staged["__partition=2024-01-01"])
+    datasets.publish_staged("features", "2024-01-02", staged["__partition=2024-01-02"])
+    datasets.discard(staging)
+
+    assert datasets.current("features", "2024-01-01") == first
+    assert sorted(datasets.read_frame("features", ["2024-01-01", "2024-01-02"]).x) == [1, 2, 3, 4]
+    assert datasets.row_count("features", "2024-01-01") == 3
+    assert list(blob_store.list(f"{staging}/")) == []
+    assert all(b.sha256 for b in blob_store.list("tables/features/"))
+    with pytest.raises(BlobStoreError, match="refusing to publish an empty version"):
+        datasets.publish_staged("features", "2024-01-03", [])
+
+
+def test_spark_paths_are_the_store_itself_for_the_local_store(tmp_path):
+    store = LocalBlobStore(tmp_path / "store")
+    datasets = DatasetStore(store, cache_dir=tmp_path / "cache")
+    version = datasets.publish("t", "2024-01-01", make_version(tmp_path / "v", {"p.parquet": b"x"}))
+    assert datasets.shared and datasets.spark_root == str(store.root)
+    assert datasets.spark_paths("t", ["2024-01-01"]) == [str(store.root / version.prefix)]
+    assert not (tmp_path / "cache").exists()  # nothing downloaded for Spark
