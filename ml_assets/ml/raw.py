@@ -79,6 +79,11 @@ def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
         raise MalformedBlobError(
             f"{blob}: not valid UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start}, line {line})"
         ) from None
+    if (nul := data.find(b"\0")) >= 0:
+        # Valid UTF-8 but never text: binary data, or the zero-filled tail of an interrupted write.
+        line = data.count(b"\n", 0, nul) + 1
+        raise MalformedBlobError(f"{blob}: NUL byte at offset {nul} (line {line}, data row {line - 1}); "
+                                 "binary data or a zero-filled tail of an interrupted write?")
     _require_short_lines(data, source, blob)
     header = data.split(b"\n", 1)[0].decode("utf-8").strip().lstrip("\ufeff")
     present = [name.strip().strip('"') for name in header.split(",")]

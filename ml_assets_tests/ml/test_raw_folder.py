@@ -145,6 +145,14 @@ def test_gzip_in_a_parquet_blob_is_named(spec: DatasetSpec, flights: SourceSpec,
     assert "gzip data in a .parquet blob" in message
 
 
+@pytest.mark.parametrize("where", ["in-a-row", "zero-filled-tail"])
+def test_nul_bytes_are_named(spec: DatasetSpec, flights: SourceSpec, day_csv: bytes, where: str) -> None:
+    data = day_csv.replace(b",UA,", b",U\x00A,", 1) if where == "in-a-row" else day_csv + b"\x00" * 4096
+    message = malformed(data, flights, spec)
+    line = day_csv[: day_csv.index(b",UA,")].count(b"\n") + 1 if where == "in-a-row" else 722
+    assert "NUL byte at offset" in message and f"(line {line}, data row {line - 1})" in message
+
+
 # --- long lines ------------------------------------------------------------------------------
 
 
