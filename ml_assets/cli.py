@@ -38,6 +38,20 @@ def cmd_land(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+    from ml_assets.defs.backfills import launch_range_backfill
+
+    assets = [a.strip() for a in args.assets.split(",") if a.strip()]
+    with dg.DagsterInstance.get() as instance:
+        backfill_id = launch_range_backfill(instance, defs, assets, args.start, args.end)
+    print(f"backfill {backfill_id}: {','.join(assets)} {args.start}..{args.end}; the daemon launches one run "
+          "per contiguous range for the Spark assets (features, labels, clusters), one per day for raw")
+    return 0
+
+
 TIMELINE = (("day", 10), ("drift (counted features)", 28), ("live roc_auc (vs holdout)", 25),
             ("action", 56), ("champion", 8))
 
@@ -161,6 +175,11 @@ def main(argv: list[str] | None = None) -> int:
                       help="volume: each day's rows x N (resampled with jitter, keys unique; default 1)")
     land.add_argument("--seed", type=int, default=0, help="seed of --scale's resampling (default 0)")
     land.set_defaults(func=cmd_land)
+    backfill = sub.add_parser("backfill", help="queue a range backfill (one run per range for Spark assets)")
+    backfill.add_argument("--assets", default="features,labels", help="comma-separated partitioned assets")
+    backfill.add_argument("--start", type=_date, required=True)
+    backfill.add_argument("--end", type=_date, required=True)
+    backfill.set_defaults(func=cmd_backfill)
     demo = sub.add_parser("demo", help="the main job: land day after day; drift and performance drive retraining")
     demo.add_argument("--start", type=_date, default=dt.date(2013, 1, 1), help="first day landed")
     demo.add_argument("--end", type=_date, default=dt.date(2013, 6, 30), help="last day landed")
@@ -195,17 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     gc.add_argument("--apply", action="store_true", help="delete; without it, only print the bytes it would free")
     gc.set_defaults(func=cmd_gc)
     args = parser.parse_args(argv)
-    if args.command in ("land", "demo") and args.end < args.start:
+    if args.command in ("land", "demo", "backfill") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
     if args.command == "land" and not 1 <= args.scale <= 1000:
         parser.error(f"--scale {args.scale} is not in 1..1000")
+    from ml_assets.defs.backfills import BackfillRequestError
     from ml_assets.defs.resources import EnvConfigError
     from ml_assets.spec import SpecError
     from ml_assets.storage import BlobStoreError
 
     try:
         return args.func(args)
-    except (EnvConfigError, SpecError, BlobStoreError) as exc:
+    except (EnvConfigError, SpecError, BlobStoreError, BackfillRequestError) as exc:
         print(f"ml-assets: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:

@@ -110,3 +110,26 @@ def test_the_same_request_on_a_per_day_asset_launches_a_run_per_day(tmp_path, mo
 
         runs = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
         assert sorted(r.tags["dagster/partition"] for r in runs) == [f"2013-01-{d:02d}" for d in range(1, 31)]
+
+
+@pytest.mark.integration
+def test_cli_backfill_is_one_run_for_the_whole_range(tmp_path, monkeypatch, capsys):
+    from ml_assets.cli import main as cli_main
+
+    with _daemon_workspace(tmp_path, monkeypatch) as (instance, workspace):
+        # instance_for_test points DAGSTER_HOME at its own folder: the CLI opens the same instance.
+        code = cli_main(["backfill", "--assets", "features,labels", "--start", FIRST, "--end", LAST])
+        assert code == 0, capsys.readouterr().err
+        [backfill] = instance.get_backfills()
+        assert backfill.backfill_id in capsys.readouterr().out
+        list(execute_backfill_iteration(workspace, logging.getLogger("backfill-test")))
+
+        runs = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill.backfill_id}))
+        assert [(r.tags[RANGE_START_TAG], r.tags[RANGE_END_TAG]) for r in runs] == [(FIRST, LAST)]
+        assert {key.to_user_string() for key in runs[0].asset_selection} == {"features", "labels"}
+
+        assert cli_main(["backfill", "--assets", "features,nope", "--start", FIRST, "--end", LAST]) == 2
+        assert "no such asset(s) ['nope']" in capsys.readouterr().err
+        assert cli_main(["backfill", "--assets", "cluster_model", "--start", FIRST, "--end", LAST]) == 2
+        assert "not partitioned by day" in capsys.readouterr().err
+        assert len(instance.get_backfills()) == 1
