@@ -76,7 +76,8 @@ def _read_day(store: BlobStore, source: str, day: dt.date,
     arrived = {b.key: b.last_modified for b in blobs}
     contents = {key: store.get(key) for key in sorted(keys, key=lambda k: (arrived[k], k))}
     # A second copy of a file would double the day's rows: refuse it by content, naming both.
-    for first, copy in duplicate_blobs({key: content_digest(data) for key, data in contents.items()}):
+    if copies := duplicate_blobs({key: content_digest(data) for key, data in contents.items()}):
+        first, copy = copies[0]
         raise _malformed(store, copy, f"{store.describe(copy)}: same content as {store.describe(first)} "
                                       f"(sha256 equal); remove one copy")
     tables = []
