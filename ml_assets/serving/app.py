@@ -3,6 +3,7 @@
 Endpoints (`{name}` is the registry's model name; `{v}` an integer version):
 
     GET  /healthz                                   {"status", "model", "ready", "version", ...}
+    GET  /openapi.json                              OpenAPI 3.1 description (champion's features)
     GET  /v1/models/{name}                          status of the champion (plus versions that
                                                     failed to load or were refused: state END,
                                                     the reason in error_message)
@@ -22,7 +23,9 @@ rules of batch scoring's `records_to_frame` plus the flavor's float range). Erro
          decimal int64, or a model output that is not a finite number (NaN is never emitted);
          the message names the instance index and the feature
     404  unknown model, version or label       405  wrong HTTP method
-    408  body not received within `ServingLimits.body_timeout_s` (connection closed)
+    408  body not received within `ServingLimits.body_timeout_s`, or headers within
+         `header_timeout_s` (`serving.protocol`); the connection is closed. A request answered
+         without reading its declared body (404, 415, ...) also closes its connection.
     413  body over `max_body_bytes`, or more than `max_instances` instances
     415  content-type not JSON (a request without one is read as JSON)
     503  a version that fails to load, or no version loaded while the champion is refused
@@ -324,6 +327,24 @@ class _Server:
             raise ModelNotFoundError(version)
         return self.registry.store.get(self.name, version).manifest
 
+    async def openapi(self, request: Request) -> Response:
+        from ml_assets.serving.openapi import describe
+
+        current = self.registry.current
+        if current is None:
+            return _json_response(200, describe(self.name, self.limits))
+        return _json_response(
+            200,
+            describe(
+                self.name,
+                self.limits,
+                numeric=list(current.columns.numeric),
+                categorical=list(current.columns.categorical),
+                flavor=current.flavor,
+                version=current.version,
+            ),
+        )
+
     async def healthz(self, request: Request) -> Response:
         current = self.registry.current
         return _json_response(
@@ -449,7 +470,12 @@ def create_app(
             server.executor.shutdown(wait=False, cancel_futures=True)
 
     app = _ServingApp(
-        server, routes=[Route("/healthz", server.healthz, methods=["GET"])], lifespan=lifespan
+        server,
+        routes=[
+            Route("/healthz", server.healthz, methods=["GET"]),
+            Route("/openapi.json", server.openapi, methods=["GET"]),
+        ],
+        lifespan=lifespan,
     )
     app.state.server = server
     app.state.registry = registry

@@ -136,6 +136,11 @@ _RANGES = {
 FLAVOR_FLOATS = {"keras": "float32", "sklearn": "float64"}
 
 
+def float_max(flavor: str) -> float:
+    """The largest magnitude a numeric feature may have for a model of this flavor."""
+    return _RANGES[FLAVOR_FLOATS.get(flavor, "float64")].max
+
+
 class RequestSchema:
     """The features one version expects, and the validation of a request against them.
 
@@ -414,6 +419,7 @@ __all__ = [
     "check_content_type",
     "columnar_message",
     "dump_predictions",
+    "float_max",
     "json_type",
     "parse_body",
     "parse_version",

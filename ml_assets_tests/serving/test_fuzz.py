@@ -25,7 +25,7 @@ from ml_assets.ops.processes import free_port, spawn, stop_groups
 from ml_assets.serving import ModelRegistry, create_app
 from ml_assets_tests.serving.bodies import Request, requests
 from ml_assets_tests.serving.helpers import NAME, predict, publish
-from ml_assets_tests.serving.test_errors import half_sent_bodies_are_408_and_closed
+from ml_assets_tests.serving.slow_clients import half_sent_requests_are_answered_and_closed
 
 IN_PROCESS_EXAMPLES = 2000
 REAL_PROCESS_EXAMPLES = 200
@@ -149,7 +149,7 @@ def test_generated_requests_against_the_real_server_process(
             counts = _fuzz(send, REAL_PROCESS_EXAMPLES, rows[0], model.columns)
             _report("sklearn real process", counts)
             assert sum(counts.values()) >= REAL_PROCESS_EXAMPLES
-            half_sent_bodies_are_408_and_closed("127.0.0.1", port)
+            half_sent_requests_are_answered_and_closed("127.0.0.1", port)
             assert len(predict(client, rows[:3])) == 3
         assert process.poll() is None, log.read_text()
     finally:
