@@ -205,6 +205,9 @@ lint: venv ## ruff check + ruff format --check
 dev: venv java home ## `dagster dev` on http://127.0.0.1:3000 (ignores SIGTERM: for a terminal only; services: make up)
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
+# DAGSTER_EVENT_BATCH_SIZE: PostgreSQL stores a range run's per-partition events 100 per INSERT
+# (no effect on SQLite).
+up: export DAGSTER_EVENT_BATCH_SIZE ?= 100
 up: venv java home ## Start code server, daemon, webserver (+ Celery workers on PROFILE=cluster) as separate processes (UI on :3000); Ctrl-C or `make down` stops them
 	@if [ "$$(cat $(HOME_DIR)/.profile)" = cluster ]; then \
 	  if [ -z "$${ML_ASSETS_CELERY_BROKER_URL:-}" ]; then \
