@@ -2,8 +2,9 @@
 
 A publish killed before its manifest leaves an invisible version folder (its files, no
 manifest.json); a write killed between its temp file and the rename leaves a `.tmp-*` file in
-a local store; a fetch killed mid-download leaves a `.tmp-*` folder in the cache. None of
-them is ever read again. `collect_garbage` finds them once they are older than a grace period
+a local store; a fetch killed mid-download leaves a `.tmp-*` folder in the cache; a Spark
+write killed before it was published leaves its `_staging/<table>-<id>/` folder in the store
+(DatasetStore.new_staging). None of them is ever read again. `collect_garbage` finds them once they are older than a grace period
 (so a publish or write still running is never touched) and, with `apply=True`, deletes them.
 
 Never collected: any version the champion pointer or its history names (even if damaged:
@@ -26,7 +27,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ml_assets.storage.base import BlobConflictError, BlobNotFoundError, BlobStoreError
+from ml_assets.storage.base import (
+    BlobConflictError,
+    BlobNotFoundError,
+    BlobStore,
+    BlobStoreError,
+)
+from ml_assets.storage.datasets import STAGING_PREFIX
 from ml_assets.storage.model_manifest import MANIFEST, RESERVED
 from ml_assets.storage.model_store import ModelStore
 
@@ -39,7 +46,7 @@ _TMP_PREFIX = ".tmp-"
 
 @dataclass(frozen=True)
 class Debris:
-    kind: str  # "incomplete version", "temp file", "cache temp"
+    kind: str  # "incomplete version", "spark staging", "temp file", "cache temp"
     where: str  # the blob / file / folder, as a reader can find it
     size: int
 
@@ -67,6 +74,7 @@ def collect_garbage(
     report = GcReport(applied=apply, grace_seconds=grace_seconds)
     for name in models.names():
         _incomplete_versions(models, name, cutoff, report)
+    _spark_staging(models.blobs, cutoff, report)
     for temp, size in models.blobs.stale_temp_files(cutoff):
         report.debris.append(Debris("temp file", models.blobs.describe(temp), size))
         if apply:
@@ -116,6 +124,21 @@ def _incomplete_versions(models: ModelStore, name: str, cutoff: float, report: G
             )
             if report.applied:
                 models.blobs.delete(blob.key)
+
+
+def _spark_staging(blobs: BlobStore, cutoff: float, report: GcReport) -> None:
+    """Staging folders of Spark writes, each collected whole once all of it is past cutoff."""
+    folders: dict[str, list] = {}
+    for blob in blobs.list(f"{STAGING_PREFIX}/"):
+        folder = blob.key.split("/", 2)[1]
+        folders.setdefault(folder, []).append(blob)
+    for items in folders.values():
+        if max(blob.last_modified for blob in items) >= cutoff:
+            continue  # a write may still be running
+        for blob in items:
+            report.debris.append(Debris("spark staging", blobs.describe(blob.key), blob.size))
+            if report.applied:
+                blobs.delete(blob.key)
 
 
 def _tombstone(models: ModelStore, name: str, version: int) -> bool:

@@ -216,3 +216,18 @@ def test_a_publish_outliving_the_grace_period_fails_instead_of_going_visible(
 def test_gc_refuses_a_negative_grace_period(store):
     with pytest.raises(ValueError, match="grace period must be >= 0"):
         collect_garbage(store, grace_seconds=-1)
+
+
+def test_gc_sweeps_spark_staging_left_by_killed_writes_and_no_table(store, tmp_path):
+    """`_staging/<table>-<id>/` (DatasetStore.new_staging) is debris once past the grace period."""
+    store.blobs.put("_staging/features-1-abc/date=2013-01-01/part-0.parquet", b"p" * 300)
+    store.blobs.put("_staging/features-1-abc/_SUCCESS", b"")
+    store.blobs.put("tables/features/date=2013-01-01/v=1/part-0.parquet", b"t" * 50)
+    assert collect_garbage(store, grace_seconds=3600, apply=True).debris == []
+    report = collect_garbage(store, grace_seconds=0, now=time.time() + 5, apply=True)
+    assert {(item.kind, item.size) for item in report.debris} == {
+        ("spark staging", 300),
+        ("spark staging", 0),
+    }
+    assert [blob.key for blob in store.blobs.list("_staging/")] == []
+    assert store.blobs.get("tables/features/date=2013-01-01/v=1/part-0.parquet") == b"t" * 50
