@@ -317,6 +317,11 @@ class _Server:
             raise ApiError(
                 404, f"Servable not found for request: Specific({self.name}, {version})"
             ) from None
+        except Exception as error:  # e.g. a manifest that fails verification
+            raise ApiError(
+                503, f"version {version} of model {self.name} cannot be read: "
+                f"{type(error).__name__}: {error}"
+            ) from None
         columns = manifest.get("columns") or {}
         return _metadata(
             self.name, version, columns.get("numeric", []), columns.get("categorical", [])
