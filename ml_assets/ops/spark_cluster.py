@@ -86,6 +86,9 @@ class SparkStandalone:
             "spark.executor.cores": str(self.cores),
             "spark.cores.max": str(self.cores * self.workers),
             "spark.executor.memory": executor_memory,
+            # Tables live on a shared store, not on the workers' disks: there is no data locality
+            # to wait for, and the default 3 s wait per locality level stalls every stage.
+            "spark.locality.wait": "0s",
         }
 
     def _env(self, name: str) -> dict[str, str]:
