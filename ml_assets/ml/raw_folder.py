@@ -5,7 +5,6 @@ No Dagster, no Arrow: pure functions over blob keys and bytes, shared by the raw
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -82,17 +81,27 @@ def decode_blob(data: bytes, source: SourceSpec, blob: str) -> bytes:
             raise MalformedBlobError(
                 f"{blob}: gzip data in a .csv blob; declare compression: gzip (or auto) for this source"
             )
-        data = _gunzip(data, blob)
+        data = _gunzip(data, blob, source.max_decompressed_bytes)
     for magic, kind in _OTHER_MAGIC.items():
         if data.startswith(magic):
             raise MalformedBlobError(f"{blob}: {kind} in a csv blob; the source declares format: csv")
     return data
 
 
-def _gunzip(data: bytes, blob: str) -> bytes:
-    try:
-        return gzip.decompress(data)
-    except EOFError:
-        raise MalformedBlobError(f"{blob}: gzip stream ends early; the blob looks truncated") from None
-    except (OSError, zlib.error) as exc:
-        raise MalformedBlobError(f"{blob}: corrupt gzip data ({exc})") from None
+def _gunzip(data: bytes, blob: str, limit: int) -> bytes:
+    """All gzip members of the blob, refusing output beyond `limit` bytes before producing it."""
+    out = bytearray()
+    rest = data
+    while rest:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error as exc:
+            raise MalformedBlobError(f"{blob}: corrupt gzip data ({exc})") from None
+        if len(out) > limit:
+            raise MalformedBlobError(
+                f"{blob}: gzip data expands beyond the source's max_decompressed_bytes of {limit:,}")
+        if not inflater.eof:
+            raise MalformedBlobError(f"{blob}: gzip stream ends early; the blob looks truncated")
+        rest = inflater.unused_data.lstrip(b"\0")  # zero padding after the last member, as gzip(1) allows
+    return bytes(out)

@@ -13,6 +13,7 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 #: _temporary/...) and hidden files (.DS_Store, .part.crc). Matched against every path segment.
 DEFAULT_IGNORE = ("_*", ".*")
 DEFAULT_MAX_LINE_BYTES = 1 << 20
+DEFAULT_MAX_DECOMPRESSED_BYTES = 1 << 30
 
 
 class Strict(BaseModel):
@@ -84,6 +85,10 @@ class SourceSpec(Strict):
     max_line_bytes: int = Field(
         DEFAULT_MAX_LINE_BYTES, ge=64, le=1 << 29,
         description="csv only: longest line accepted; a longer one fails the blob naming its line",
+    )
+    max_decompressed_bytes: int = Field(
+        DEFAULT_MAX_DECOMPRESSED_BYTES, ge=1024,
+        description="gzip only: most bytes one blob may expand to (a gzip bomb fails its blob, not the process)",
     )
     timestamp_column: str = Field(description="Column whose local date assigns a row to a day")
     grain: Literal["daily"] = Field("daily", description="Partition grain of the landed blobs")

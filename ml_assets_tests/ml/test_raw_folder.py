@@ -118,6 +118,21 @@ def test_corrupt_gzip(spec: DatasetSpec, flights: SourceSpec, day_csv: bytes) ->
     assert "corrupt gzip data" in malformed(bytes(data), with_(flights, compression="gzip"), spec)
 
 
+def test_gzip_bomb_stops_at_the_limit(spec: DatasetSpec, flights: SourceSpec) -> None:
+    bomb = gzip.compress(b"\0" * (8 << 20))  # 8 MiB of zeros in about 8 KiB
+    message = malformed(bomb, with_(flights, compression="gzip", max_decompressed_bytes=1 << 20), spec)
+    assert "gzip data expands beyond the source's max_decompressed_bytes of 1,048,576" in message
+
+
+def test_concatenated_gzip_members_are_read(spec: DatasetSpec, flights: SourceSpec, day_csv: bytes) -> None:
+    """`cat a.gz b.gz` is valid gzip: both members are read."""
+    header, body = day_csv.split(b"\n", 1)
+    half = body.index(b"\n", len(body) // 2) + 1
+    data = gzip.compress(header + b"\n" + body[:half]) + gzip.compress(body[half:])
+    table = parse_blob(data, with_(flights, compression="gzip"), FOLDER + "f.csv.gz", DAY, spec.zone)
+    assert table.num_rows == 720
+
+
 def test_gzip_that_holds_nothing(spec: DatasetSpec, flights: SourceSpec) -> None:
     assert "0 bytes once decompressed" in malformed(gzip.compress(b""), with_(flights, compression="gzip"), spec)
 
