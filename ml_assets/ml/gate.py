@@ -1,8 +1,13 @@
-"""The promotion gate: absolute bars AND beating the champion AND no slice regression AND infra.
+"""The promotion gate: absolute bars AND beating the champion AND the baseline AND no slice regression AND infra.
 
 Semantics follow TFX's evaluator: with no thresholds configured nothing is blessed (fail closed);
-without a champion, the relative rules are skipped and the absolute ones still apply; a metric a
-rule names that is missing or undefined fails that rule.
+without a champion, the champion rules are skipped and the absolute ones (and the baseline) still
+apply; a metric a rule names that is missing or undefined fails that rule.
+
+Comparisons judge the paired DIFFERENCE on the same holdout rows with its interval
+(ml_assets.ml.comparison): superiority passes when the interval's lower end of the improvement is
+above +margin, non-inferiority when it is above -margin. A slice fails only when its regression
+beyond max_slice_regression is significant after the Holm / Benjamini-Hochberg correction.
 """
 
 from __future__ import annotations
@@ -23,11 +28,17 @@ class VerdictRow:
     metric: str
     slice: str
     candidate: float | None
-    champion: float | None
-    delta: float | None
+    champion: float | None  # the reference's value: the champion's, or the baseline's for "beats baseline"
+    delta: float | None  # improvement estimate (positive = candidate better), in metric units
     threshold: float | None
     passed: bool
     note: str = ""
+    low: float | None = None  # interval of the improvement at the spec's confidence
+    high: float | None = None
+    criterion: str = ""
+    n: int | None = None
+    positives: int | None = None
+    p_value: float | None = None  # slices: adjusted p-value of "regressed beyond the bound"
 
 
 @dataclass(frozen=True)
@@ -54,16 +65,18 @@ class Verdict:
 
     def markdown(self) -> str:
         lines = [
-            "| rule | metric | slice | candidate | champion | delta | threshold | result |",
-            "|---|---|---|---|---|---|---|---|",
+            "| rule | metric | slice | n (pos) | candidate | reference | estimate | interval | criterion | adj. p "
+            "| result |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in self.rows:
             result = "pass" if r.passed else "**FAIL**"
             if r.note:
                 result += f" ({r.note})"
             lines.append(
-                f"| {r.rule} | {r.metric} | {r.slice} | {_fmt(r.candidate)} | {_fmt(r.champion)} "
-                f"| {_fmt(r.delta, signed=True)} | {_fmt(r.threshold)} | {result} |"
+                f"| {r.rule} | {r.metric} | {r.slice} | {_count(r.n, r.positives)} | {_fmt(r.candidate)} "
+                f"| {_fmt(r.champion)} | {_fmt(r.delta, signed=True)} | {_interval(r.low, r.high)} "
+                f"| {r.criterion or _fmt(r.threshold)} | {_fmt(r.p_value)} | {result} |"
             )
         return "\n".join(lines)
 
@@ -74,9 +87,24 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
+def _interval(low: float | None, high: float | None) -> str:
+    return "n/a" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
+
+
+def _count(n: int | None, positives: int | None) -> str:
+    return "" if n is None else f"{n} ({positives})"
+
+
 def _improvement(metric: str, candidate: float, champion: float) -> float:
     """How much better the candidate is, in the metric's own units (positive = better)."""
     return candidate - champion if HIGHER_IS_BETTER[metric] else champion - candidate
+
+
+def improvement_interval(metric: str, difference: dict) -> tuple[float, float, float]:
+    """(estimate, low, high) of the improvement from a candidate-minus-reference difference."""
+    if HIGHER_IS_BETTER[metric]:
+        return difference["estimate"], difference["low"], difference["high"]
+    return -difference["estimate"], -difference["high"], -difference["low"]
 
 
 def decide(
@@ -85,19 +113,24 @@ def decide(
     champion: dict | None,
     infra: InfraResult,
     force_reason: str | None = None,
+    *,
+    vs_champion: dict | None = None,
+    vs_baseline: dict | None = None,
 ) -> Verdict:
-    """Judge a candidate against the spec's thresholds and the champion on the same holdout.
+    """Judge a candidate against the spec's thresholds, the champion and the baseline on the same holdout.
 
-    candidate and champion are evaluation dicts: {"overall": {metric: value}, "slices":
-    {dimension: {value: {metric: value, "n": rows}}}}.
+    candidate and champion are evaluation dicts: {"overall": {metric: value}, "slices": {...}};
+    vs_champion and vs_baseline are ml_assets.ml.comparison.compare outputs (candidate minus
+    reference on the same rows). A comparison a configured rule needs that is missing fails it.
     """
     rows: list[VerdictRow] = []
     if not spec.configured:
         rows.append(VerdictRow("thresholds", "-", OVERALL, None, None, None, None, False,
                                "no thresholds configured: refusing to promote"))
     rows += _absolute_rows(spec, candidate)
-    rows += _champion_rows(spec, candidate, champion)
-    rows += _slice_rows(spec, candidate, champion)
+    rows += _champion_rows(spec, champion, vs_champion)
+    rows += _baseline_rows(spec, vs_baseline)
+    rows += _slice_rows(spec, champion, vs_champion)
     rows += _infra_rows(spec, infra)
     failures = [f"{r.rule} {r.metric} [{r.slice}]" + (f": {r.note}" if r.note else "") for r in rows if not r.passed]
     forced = False
@@ -120,66 +153,93 @@ def _absolute_rows(spec: PromotionSpec, candidate: dict) -> list[VerdictRow]:
     rows = []
     for metric, bar in sorted(spec.absolute.items()):
         value = candidate.get("overall", {}).get(metric)
+        higher = HIGHER_IS_BETTER[metric]
+        criterion = f"{'>=' if higher else '<='} {bar:.4f}"
         if value is None:
-            rows.append(VerdictRow("absolute", metric, OVERALL, None, None, None, bar, False, "metric missing"))
+            rows.append(VerdictRow("absolute", metric, OVERALL, None, None, None, bar, False, "metric missing",
+                                   criterion=criterion))
             continue
-        ok = value >= bar if HIGHER_IS_BETTER[metric] else value <= bar
+        ok = value >= bar if higher else value <= bar
         rows.append(VerdictRow("absolute", metric, OVERALL, value, None, None, bar, ok,
-                               "" if ok else ("below bar" if HIGHER_IS_BETTER[metric] else "above bar")))
+                               "" if ok else ("below bar" if higher else "above bar"), criterion=criterion))
     return rows
 
 
-def _champion_rows(spec: PromotionSpec, candidate: dict, champion: dict | None) -> list[VerdictRow]:
-    rules = [("beats champion", spec.min_improvement, False), ("beats champion (relative)",
-             spec.min_relative_improvement, True)]
+def _paired_row(spec: PromotionSpec, rule: str, metric: str, difference: dict | None, threshold: float,
+                policy: str, relative: bool = False) -> VerdictRow:
+    """A rule on the improvement's interval: passes when its lower end is above ``threshold``."""
+    criterion = f"lower end > {threshold:+.4f} ({policy}, {spec.confidence:.0%} interval)"
+    if difference is None or "error" in difference:
+        why = (difference or {}).get("error", "no paired comparison on the same rows")
+        return VerdictRow(rule, metric, OVERALL, None, None, None, threshold, False, f"metric missing: {why}",
+                          criterion=criterion)
+    estimate, low, high = improvement_interval(metric, difference)
+    if relative:
+        reference = difference["value_b"]
+        if reference == 0:
+            return VerdictRow(rule, metric, OVERALL, difference["value_a"], reference, None, threshold, False,
+                              "reference value is 0: relative change undefined", criterion=criterion)
+        # The reference's value is treated as fixed: the interval is the absolute one scaled.
+        estimate, low, high = (v / abs(reference) for v in (estimate, low, high))
+    ok = low > threshold
+    return VerdictRow(rule, metric, OVERALL, difference["value_a"], difference["value_b"], estimate, threshold, ok,
+                      "" if ok else "improvement not established at the confidence level", low=low, high=high,
+                      criterion=criterion, n=difference.get("n"), positives=difference.get("positives"))
+
+
+def _champion_rows(spec: PromotionSpec, champion: dict | None, vs_champion: dict | None) -> list[VerdictRow]:
+    rules = [("beats champion", spec.min_improvement, False),
+             ("beats champion (relative)", spec.min_relative_improvement, True)]
     rows = []
+    sign = 1.0 if spec.policy == "superiority" else -1.0
     for rule, margins, relative in rules:
         for metric, margin in sorted(margins.items()):
-            value = candidate.get("overall", {}).get(metric)
             if champion is None:
-                rows.append(VerdictRow(rule, metric, OVERALL, value, None, None, margin, True,
+                rows.append(VerdictRow(rule, metric, OVERALL, None, None, None, sign * margin, True,
                                        "skipped: no champion yet"))
                 continue
-            reference = champion.get("overall", {}).get(metric)
-            if value is None or reference is None:
-                rows.append(VerdictRow(rule, metric, OVERALL, value, reference, None, margin, False,
-                                       "metric missing"))
-                continue
-            delta = _improvement(metric, value, reference)
-            if relative:
-                if reference == 0:
-                    rows.append(VerdictRow(rule, metric, OVERALL, value, reference, None, margin, False,
-                                           "champion value is 0: relative change undefined"))
-                    continue
-                delta = delta / abs(reference)
-            ok = delta >= margin
-            rows.append(VerdictRow(rule, metric, OVERALL, value, reference, delta, margin, ok,
-                                   "" if ok else "not better by the margin"))
+            difference = (vs_champion or {}).get("overall", {}).get(metric)
+            rows.append(_paired_row(spec, rule, metric, difference, sign * margin, spec.policy, relative))
     return rows
 
 
-def _slice_rows(spec: PromotionSpec, candidate: dict, champion: dict | None) -> list[VerdictRow]:
+def _baseline_rows(spec: PromotionSpec, vs_baseline: dict | None) -> list[VerdictRow]:
+    return [_paired_row(spec, "beats baseline", metric, (vs_baseline or {}).get("overall", {}).get(metric),
+                        margin, "superiority")
+            for metric, margin in sorted(spec.baseline_margin.items())]
+
+
+def _slice_rows(spec: PromotionSpec, champion: dict | None, vs_champion: dict | None) -> list[VerdictRow]:
     if champion is None or not spec.max_slice_regression:
         return []
-    rows = []
-    for dimension in spec.slice_dimensions:
-        ours = candidate.get("slices", {}).get(dimension)
-        theirs = champion.get("slices", {}).get(dimension)
-        if ours is None or theirs is None:
-            rows.append(VerdictRow("slice regression", "-", dimension, None, None, None, None, False,
-                                   f"slice dimension {dimension!r} missing from the evaluation"))
+    if vs_champion is None:
+        return [VerdictRow("slice regression", "-", OVERALL, None, None, None, None, False,
+                           "no paired comparison with the champion on the same rows")]
+    rows = [VerdictRow("slice regression", "-", dimension, None, None, None, None, False,
+                       f"slice dimension {dimension!r} missing from the evaluation")
+            for dimension in spec.slice_dimensions if dimension not in vs_champion.get("dimensions", [])]
+    entries = vs_champion.get("slices", [])
+    tested = [e for e in entries if "skipped" not in e]
+    from ml_assets.ml.stats import adjust  # numpy: kept out of the code location's import
+
+    adjusted = adjust([e["p_value"] for e in tested], spec.slice_correction)
+    by_entry = {id(e): p for e, p in zip(tested, adjusted, strict=True)}
+    for entry in entries:
+        name, metric = f"{entry['dimension']}={entry['value']}", entry["metric"]
+        bound = spec.max_slice_regression.get(metric)
+        criterion = (f"fails if worse by > {bound:.4f} with {spec.slice_correction}-adjusted p < {spec.slice_alpha}"
+                     if bound is not None else "")
+        if "skipped" in entry:
+            rows.append(VerdictRow("slice regression", metric, name, None, None, None, bound, True,
+                                   f"not gated: {entry['skipped']}", criterion=criterion, n=entry["n"],
+                                   positives=entry["positives"]))
             continue
-        for value in sorted(set(ours) & set(theirs)):
-            if min(ours[value].get("n", 0), theirs[value].get("n", 0)) < spec.min_slice_size:
-                continue
-            for metric, bound in sorted(spec.max_slice_regression.items()):
-                mine, reference = ours[value].get(metric), theirs[value].get(metric)
-                if mine is None or reference is None:
-                    continue  # undefined on this slice (e.g. a single class): nothing to compare
-                worsening = -_improvement(metric, mine, reference)
-                ok = worsening <= bound
-                rows.append(VerdictRow("slice regression", metric, f"{dimension}={value}", mine, reference,
-                                       -worsening, bound, ok, "" if ok else "regressed beyond bound"))
+        estimate, low, high = improvement_interval(metric, entry)
+        p = by_entry[id(entry)]
+        ok = p >= spec.slice_alpha
+        rows.append(VerdictRow("slice regression", metric, name, entry["value_a"], entry["value_b"], estimate, bound,
+                               ok, "" if ok else "regressed beyond bound (significant)", low=low, high=high,
+                               criterion=criterion, n=entry["n"], positives=entry["positives"], p_value=p))
     return rows
 
 

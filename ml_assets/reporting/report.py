@@ -36,7 +36,8 @@ class CycleReport:
     status: Status
     failed_stage: str | None = None
     error: str | None = None
-    # Rows with keys metric, slice, candidate, champion, delta, threshold, passed.
+    # Rows with keys rule, metric, slice, candidate, champion (the reference's value), delta (improvement),
+    # threshold, passed, note; and from issue 12 on: low, high, criterion, n, positives, p_value.
     verdict_rows: list[dict] = field(default_factory=list)
     verdict_passed: bool | None = None
     # {"name", "version", "flavor", "metrics": {metric: value}}
@@ -106,22 +107,34 @@ def _passed(value) -> str:
 
 
 def _verdict_table(rows: list[dict]) -> str:
+    """Every rule with its estimate, interval and threshold; slices with count, positives and adjusted p."""
     from ml_assets.ml.evaluation import markdown_table
+
+    def interval(row: dict) -> str:
+        low, high = row.get("low"), row.get("high")
+        return "n/a" if low is None or high is None else f"[{_number(low, signed=True)}, {_number(high, signed=True)}]"
+
+    def count(row: dict) -> str:
+        return "" if row.get("n") is None else f"{row['n']} ({row.get('positives')})"
 
     body = [
         [
             str(row.get("rule", "")),
             str(row.get("metric", "")),
             str(row.get("slice") or "overall"),
+            count(row),
             _number(row.get("candidate")),
             _number(row.get("champion")),
             _number(row.get("delta"), signed=True),
-            _number(row.get("threshold")),
+            interval(row),
+            str(row.get("criterion") or _number(row.get("threshold"))),
+            _number(row.get("p_value")),
             _passed(row.get("passed")) + (f" ({row['note']})" if row.get("note") else ""),
         ]
         for row in rows
     ]
-    headers = ["rule", "metric", "slice", "candidate", "champion", "delta", "threshold", "result"]
+    headers = ["rule", "metric", "slice", "n (positives)", "candidate", "reference", "estimate", "interval",
+               "threshold", "adj. p", "result"]
     return markdown_table(headers, body, numeric_from=3)
 
 

@@ -1,93 +1,147 @@
-"""Promotion gate rules on hand-made evaluations (pure logic, no models)."""
+"""Promotion gate rules: paired comparisons on constructed data with a known answer, and the plain rules."""
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from ml_assets.ml.comparison import compare
 from ml_assets.ml.gate import InfraResult, decide
 from ml_assets.spec.model import PromotionSpec
 
 SPEC = PromotionSpec(
     absolute={"roc_auc": 0.6, "ece": 0.1},
     min_improvement={"roc_auc": 0.0},
-    min_relative_improvement={"log_loss": 0.0},
     max_slice_regression={"roc_auc": 0.05},
     slice_dimensions=["cluster_id"],
     min_slice_size=100,
+    baseline_margin={"roc_auc": 0.0},
 )
 HEALTHY = InfraResult(loaded=True, answered=200, requested=200, p95_latency_ms=3.0, size_mb=1.5)
+N = 3000
 
 
-def evaluation(auc=0.70, ece=0.03, log_loss=0.50, slices=None):
-    return {
-        "overall": {"roc_auc": auc, "ece": ece, "log_loss": log_loss},
-        "slices": {"cluster_id": slices or {"0": {"roc_auc": auc, "n": 500}, "1": {"roc_auc": auc, "n": 500}}},
-    }
+def holdout(seed=0):
+    """Labels, three clusters of 1000 rows, and a latent score shared by every model (same rows)."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(N) < 0.3).astype(int)
+    slices = pd.DataFrame({"cluster_id": np.repeat([0, 1, 2], N // 3)})
+    return rng, y, slices, rng.normal(size=N)
+
+
+def model(rng, y, shared, signal, noise=0.6):
+    """Probabilities whose ROC AUC grows with ``signal``; ``noise`` is the model's own (seed) part."""
+    score = shared + noise * rng.normal(size=N) + signal * y
+    return 1 / (1 + np.exp(-score))
+
+
+def evaluation(auc=0.70, ece=0.03):
+    return {"overall": {"roc_auc": auc, "ece": ece}, "slices": {}}
+
+
+def judge(spec, y, slices, p_candidate, p_champion, p_baseline):
+    vs_champion = None if p_champion is None else compare(
+        spec, y, p_candidate, p_champion, reference="champion", metrics=list(spec.min_improvement), slices=slices)
+    vs_baseline = compare(spec, y, p_candidate, p_baseline, reference="baseline", metrics=list(spec.baseline_margin),
+                          gate_slices=False)
+    return decide(spec, evaluation(), None if p_champion is None else evaluation(), HEALTHY,
+                  vs_champion=vs_champion, vs_baseline=vs_baseline)
 
 
 def failed_rules(verdict):
     return [(r.rule, r.metric, r.slice) for r in verdict.rows if not r.passed]
 
 
-def test_better_candidate_passes_every_rule():
-    verdict = decide(SPEC, evaluation(auc=0.72, log_loss=0.48), evaluation(auc=0.70), HEALTHY)
-    assert verdict.passed and not verdict.failures
-    beats = next(r for r in verdict.rows if r.rule == "beats champion")
-    assert beats.delta == pytest.approx(0.02) and beats.champion == 0.70
+def row(verdict, rule, where="overall"):
+    return next(r for r in verdict.rows if r.rule == rule and r.slice == where)
 
 
-def test_worse_challenger_fails():
-    verdict = decide(SPEC, evaluation(auc=0.68, log_loss=0.52), evaluation(auc=0.70), HEALTHY)
-    assert not verdict.passed
-    assert ("beats champion", "roc_auc", "overall") in failed_rules(verdict)
-    relative = next(r for r in verdict.rows if r.rule == "beats champion (relative)")
-    assert not relative.passed and relative.delta == pytest.approx((0.50 - 0.52) / 0.50)
+def test_a_known_improvement_passes_with_its_interval():
+    rng, y, slices, shared = holdout()
+    champion, baseline = model(rng, y, shared, 1.0), model(rng, y, shared, 0.7)
+    verdict = judge(SPEC, y, slices, model(rng, y, shared, 1.5), champion, baseline)
+    assert verdict.passed, verdict.summary
+    beats = row(verdict, "beats champion")
+    assert beats.low > 0 and beats.low < beats.delta < beats.high and beats.n == N
+    assert "superiority" in beats.criterion
+    assert row(verdict, "beats baseline").low > 0
 
 
-def test_slice_regression_fails_even_when_overall_improves():
-    candidate = evaluation(auc=0.75, slices={"0": {"roc_auc": 0.80, "n": 500}, "1": {"roc_auc": 0.60, "n": 500}})
-    champion = evaluation(auc=0.70, slices={"0": {"roc_auc": 0.70, "n": 500}, "1": {"roc_auc": 0.70, "n": 500}})
-    verdict = decide(SPEC, candidate, champion, HEALTHY)
-    assert failed_rules(verdict) == [("slice regression", "roc_auc", "cluster_id=1")]
-    row = next(r for r in verdict.rows if r.slice == "cluster_id=1")
-    assert row.delta == pytest.approx(-0.10) and row.threshold == 0.05
+def test_a_reseed_of_the_champion_is_blocked_under_superiority_and_passes_non_inferiority():
+    rng, y, slices, shared = holdout(2)  # z of the AUC difference: +0.02 (N(0, 1) over 300 holdouts)
+    champion, reseed, baseline = model(rng, y, shared, 1.0), model(rng, y, shared, 1.0), model(rng, y, shared, 0.5)
+    verdict = judge(SPEC, y, slices, reseed, champion, baseline)
+    assert failed_rules(verdict) == [("beats champion", "roc_auc", "overall")]
+    beats = row(verdict, "beats champion")
+    assert beats.low < 0 < beats.high  # the difference is noise: the interval straddles 0
+    refresh = SPEC.model_copy(update={"policy": "non_inferiority", "min_improvement": {"roc_auc": 0.02}})
+    verdict = judge(refresh, y, slices, reseed, champion, baseline)
+    assert verdict.passed, verdict.summary
+    assert row(verdict, "beats champion").threshold == -0.02
 
 
-def test_small_and_undefined_slices_are_not_gated():
-    candidate = evaluation(slices={"0": {"roc_auc": 0.1, "n": 20}, "1": {"roc_auc": None, "n": 500}})
-    champion = evaluation(slices={"0": {"roc_auc": 0.9, "n": 20}, "1": {"roc_auc": 0.9, "n": 500}})
-    verdict = decide(SPEC, candidate, champion, HEALTHY)
-    assert not [r for r in verdict.rows if r.rule == "slice regression"]
+def test_a_known_slice_regression_fails_after_correction_while_noise_on_others_does_not():
+    rng, y, slices, shared = holdout(6)
+    champion, baseline = model(rng, y, shared, 1.0), model(rng, y, shared, 0.5)
+    candidate = model(rng, y, shared, 1.4)
+    broken = slices["cluster_id"].to_numpy() == 1
+    candidate[broken] = rng.random(int(broken.sum()))  # no signal at all on cluster 1
+    for correction in ("holm", "bh"):
+        verdict = judge(SPEC.model_copy(update={"slice_correction": correction}), y, slices, candidate, champion,
+                        baseline)
+        assert ("slice regression", "roc_auc", "cluster_id=1") in failed_rules(verdict)
+        assert not [f for f in failed_rules(verdict) if f[2] in ("cluster_id=0", "cluster_id=2")]
+        regressed = row(verdict, "slice regression", "cluster_id=1")
+        assert regressed.p_value < 0.05 and regressed.high < -0.05 and regressed.n == 1000
+        assert regressed.positives == int(y[broken].sum()) and correction in regressed.criterion
+
+
+def test_slices_without_enough_of_both_classes_are_listed_not_gated():
+    rng, y, slices, shared = holdout(3)
+    y[:1000] = 0
+    y[:5] = 1  # cluster 0: 5 positives
+    champion, baseline = model(rng, y, shared, 1.0), model(rng, y, shared, 0.5)
+    candidate = model(rng, y, shared, 1.3)
+    candidate[:1000] = rng.random(1000)
+    verdict = judge(SPEC, y, slices, candidate, champion, baseline)
+    small = row(verdict, "slice regression", "cluster_id=0")
+    assert small.passed and "not gated" in small.note and small.positives == 5 and small.n == 1000
+
+
+def test_the_baseline_must_be_beaten_even_without_a_champion():
+    rng, y, slices, shared = holdout(4)
+    weak, baseline = model(rng, y, shared, 0.8), model(rng, y, shared, 1.2)
+    verdict = judge(SPEC, y, slices, weak, None, baseline)
+    assert failed_rules(verdict) == [("beats baseline", "roc_auc", "overall")]
+    assert row(verdict, "beats baseline").delta < 0
+
+
+def test_first_run_skips_champion_rules_but_keeps_absolute_bars():
+    verdict = decide(SPEC.model_copy(update={"baseline_margin": {}}), evaluation(auc=0.65), None, HEALTHY)
     assert verdict.passed
+    assert {r.rule for r in verdict.rows if r.note == "skipped: no champion yet"} == {"beats champion"}
+    assert "first model" in verdict.summary
+    below_bar = decide(SPEC.model_copy(update={"baseline_margin": {}}), evaluation(auc=0.55), None, HEALTHY)
+    assert failed_rules(below_bar) == [("absolute", "roc_auc", "overall")]
 
 
-def test_missing_metric_fails():
+def test_missing_comparisons_and_metrics_fail_closed():
+    verdict = decide(SPEC, evaluation(), evaluation(), HEALTHY)  # champion but no paired comparison
+    failed = failed_rules(verdict)
+    assert ("beats champion", "roc_auc", "overall") in failed and ("beats baseline", "roc_auc", "overall") in failed
+    assert ("slice regression", "-", "overall") in failed
     candidate = evaluation()
     del candidate["overall"]["ece"]
-    verdict = decide(SPEC, candidate, None, HEALTHY)
-    assert not verdict.passed
-    assert ("absolute", "ece", "overall") in failed_rules(verdict)
-    assert "metric missing" in verdict.summary
-
-
-def test_undefined_metric_fails_like_a_missing_one():
-    verdict = decide(SPEC, evaluation(auc=None), evaluation(), HEALTHY)
-    assert ("absolute", "roc_auc", "overall") in failed_rules(verdict)
-    assert ("beats champion", "roc_auc", "overall") in failed_rules(verdict)
+    verdict = decide(SPEC.model_copy(update={"baseline_margin": {}}), candidate, None, HEALTHY)
+    assert failed_rules(verdict) == [("absolute", "ece", "overall")] and "metric missing" in verdict.summary
+    undefined = {"overall": {"roc_auc": {"error": "DeLong needs at least 2 positives"}}, "dimensions": ["cluster_id"],
+                 "slices": []}
+    verdict = decide(SPEC, evaluation(auc=None), evaluation(), HEALTHY, vs_champion=undefined, vs_baseline=undefined)
+    assert {("absolute", "roc_auc", "overall"), ("beats champion", "roc_auc", "overall")} <= set(failed_rules(verdict))
 
 
 def test_no_thresholds_refuses():
     verdict = decide(PromotionSpec(), evaluation(auc=0.99), None, HEALTHY)
-    assert not verdict.passed
-    assert "no thresholds configured" in verdict.summary
-
-
-def test_first_run_skips_relative_rules_but_keeps_absolute_bars():
-    verdict = decide(SPEC, evaluation(auc=0.65), None, HEALTHY)
-    assert verdict.passed
-    skipped = [r for r in verdict.rows if r.note == "skipped: no champion yet"]
-    assert {r.rule for r in skipped} == {"beats champion", "beats champion (relative)"}
-    assert "first model" in verdict.summary
-    below_bar = decide(SPEC, evaluation(auc=0.55), None, HEALTHY)
-    assert failed_rules(below_bar) == [("absolute", "roc_auc", "overall")]
+    assert not verdict.passed and "no thresholds configured" in verdict.summary
 
 
 @pytest.mark.parametrize(
@@ -102,9 +156,8 @@ def test_first_run_skips_relative_rules_but_keeps_absolute_bars():
     ids=["does-not-load", "unanswered", "slow", "too-big"],
 )
 def test_infra_failures_fail_the_gate(infra, metric):
-    verdict = decide(SPEC, evaluation(auc=0.72, log_loss=0.48), evaluation(), infra)
-    assert not verdict.passed
-    assert ("infra", metric, "overall") in failed_rules(verdict)
+    verdict = decide(SPEC.model_copy(update={"baseline_margin": {}}), evaluation(), None, infra)
+    assert failed_rules(verdict) == [("infra", metric, "overall")]
 
 
 def test_forced_promotion_needs_a_reason_and_keeps_the_failures_visible():
@@ -112,13 +165,18 @@ def test_forced_promotion_needs_a_reason_and_keeps_the_failures_visible():
         decide(SPEC, evaluation(auc=0.5), evaluation(), HEALTHY, force_reason="  ")
     verdict = decide(SPEC, evaluation(auc=0.5), evaluation(), HEALTHY, force_reason="hotfix for INC-42")
     assert verdict.passed and verdict.forced and verdict.forced_reason == "hotfix for INC-42"
-    assert failed_rules(verdict)
-    assert "FORCED" in verdict.summary
+    assert failed_rules(verdict) and "FORCED" in verdict.summary
 
 
-def test_markdown_table_lists_every_rule():
-    verdict = decide(SPEC, evaluation(auc=0.68), evaluation(auc=0.70), HEALTHY)
+def test_markdown_table_shows_estimate_interval_rule_and_slice_counts():
+    rng, y, slices, shared = holdout(5)
+    verdict = judge(SPEC, y, slices, model(rng, y, shared, 1.3), model(rng, y, shared, 1.0),
+                    model(rng, y, shared, 0.5))
     table = verdict.markdown()
-    assert table.splitlines()[0].startswith("| rule | metric | slice | candidate | champion | delta | threshold")
-    assert "| beats champion | roc_auc | overall | 0.6800 | 0.7000 | -0.0200 | 0.0000 | **FAIL**" in table
+    assert table.splitlines()[0].startswith(
+        "| rule | metric | slice | n (pos) | candidate | reference | estimate | interval | criterion | adj. p")
+    beats = row(verdict, "beats champion")
+    assert f"| [{beats.low:+.4f}, {beats.high:+.4f}] | lower end > +0.0000 (superiority, 95% interval)" in table
+    cluster = row(verdict, "slice regression", "cluster_id=2")
+    assert f"| cluster_id=2 | 1000 ({cluster.positives}) |" in table and f"| {cluster.p_value:.4f} | pass" in table
     assert len(table.splitlines()) == len(verdict.rows) + 2

@@ -133,21 +133,33 @@ def evaluation_artifacts():
 
 VERDICT_ROWS = [
     {
+        "rule": "beats champion",
         "metric": "roc_auc",
         "slice": None,
         "candidate": 0.8123,
         "champion": 0.8011,
         "delta": 0.0112,
+        "low": 0.004,
+        "high": 0.0184,
         "threshold": -0.005,
+        "criterion": "lower end > -0.0050 (non_inferiority, 95% interval)",
+        "n": 6021,
+        "positives": 1234,
         "passed": True,
     },
     {
+        "rule": "slice regression",
         "metric": "log_loss",
         "slice": "carrier=AA",
         "candidate": 0.4401,
         "champion": 0.4523,
         "delta": -0.0122,
+        "low": -0.03,
+        "high": 0.006,
         "threshold": "<= +0.01 vs champion",
+        "n": 640,
+        "positives": 97,
+        "p_value": 0.8,
         "passed": True,
     },
     {
@@ -255,16 +267,18 @@ def test_deployed_report_over_smtp(smtp_server, evaluation_artifacts):
 
     text, html = _text_and_html(message)
     # Verdict table, in both parts.
-    assert "| roc_auc | overall | 0.8123 | 0.8011 | +0.0112 | -0.0050 | PASS |" in text
-    assert (
-        "| log_loss | carrier=AA | 0.4401 | 0.4523 | -0.0122 | <= +0.01 vs champion | PASS |"
-        in text
-    )
+    # Verdict table (issue 12): estimate, interval and rule per check; count, positives, adjusted p per slice.
+    assert ("| beats champion | roc_auc | overall | 6021 (1234) | 0.8123 | 0.8011 | +0.0112 | [+0.0040, +0.0184] "
+            "| lower end > -0.0050 (non_inferiority, 95% interval) | n/a | PASS |") in text
+    assert ("| slice regression | log_loss | carrier=AA | 640 (97) | 0.4401 | 0.4523 | -0.0122 | [-0.0300, +0.0060] "
+            "| <= +0.01 vs champion | 0.8000 | PASS |") in text
     for value in (
         "0.8123",
         "0.8011",
         "+0.0112",
-        "-0.0050",
+        "[+0.0040, +0.0184]",
+        "640 (97)",
+        "0.8000",
         "carrier=AA",
         "0.4401",
         "-0.0122",
@@ -437,7 +451,7 @@ def test_outbox_fallback_writes_parseable_eml(tmp_path, evaluation_artifacts):
     parsed = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     assert parsed["Subject"] == "[ml_assets] flights: deployed version 3"
     text, html = _text_and_html(parsed)
-    assert "| roc_auc | overall | 0.8123 |" in text
+    assert "| roc_auc | overall | 6021 (1234) | 0.8123 |" in text
     (image,) = [p for p in parsed.walk() if p.get_content_type() == "image/png"]
     assert f"cid:{image['Content-ID'].strip().strip('<>')}" in html
     assert image.get_content() == evaluation_artifacts["png"]

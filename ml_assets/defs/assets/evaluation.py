@@ -15,7 +15,7 @@ from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.defs.freshness import evaluation_freshness
 from ml_assets.ml.clustering import CLUSTER_COLUMN
-from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN
+from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import SparkDataFrame
 
@@ -46,11 +46,28 @@ def as_gate_input(result) -> dict:
     }
 
 
+def _comparisons(y, predictions: dict, best: str, champion: str | None, baseline: str, slices, days) -> dict:
+    """Paired differences of the chosen candidate against the champion (with slices) and the baseline."""
+    from ml_assets.ml.comparison import compare
+
+    promotion = SPEC.promotion
+    champion_metrics = sorted({*promotion.min_improvement, *promotion.min_relative_improvement, PRIMARY_METRIC})
+    return {
+        "champion": None if champion is None else compare(
+            promotion, y, predictions[best], predictions[champion], reference=champion, metrics=champion_metrics,
+            slices=slices, days=days),
+        "baseline": compare(promotion, y, predictions[best], predictions[baseline], reference=baseline,
+                            metrics=sorted({*promotion.baseline_margin, PRIMARY_METRIC}), days=days,
+                            gate_slices=False),
+    }
+
+
 @dg.asset(group_name=TRAINING_GROUP, deps=[keras_candidate, sklearn_candidate], kinds={"python"},
           code_version="1", freshness_policy=evaluation_freshness, pool=SPARK_POOL, retry_policy=STORE_RETRY)
 def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFrame,
                     blob_store: BlobStoreResource) -> dg.MaterializeResult:
-    """The better of the fresh candidates, evaluated beside the champion on the same holdout days."""
+    """The better of the fresh candidates, judged beside the champion and a baseline on the same holdout days."""
+    from ml_assets.ml.baseline import BASELINE_LABEL, train_baseline
     from ml_assets.ml.evaluation import (
         evaluate,
         metrics_table_markdown,
@@ -74,16 +91,23 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
     slices = holdout[dimensions].copy()
     if CLUSTER_COLUMN in slices:
         slices[CLUSTER_COLUMN] = slices[CLUSTER_COLUMN].astype("Int64")  # ids, not floats
-    results = {}
+    predictions = {}
     for label, version in contenders.items():
         manifest = store.get(MODEL_NAME, version).manifest
         model = load_model(store.fetch(MODEL_NAME, version), manifest["flavor"], FeatureColumns(**manifest["columns"]))
-        results[label] = evaluate(label, y, model.predict_proba(holdout), slices=slices,
-                                  threshold=SPEC.promotion.decision_threshold,
-                                  min_slice_size=SPEC.promotion.min_slice_size)
-    fresh = [label for label in results if not label.startswith("champion")]
+        predictions[label] = model.predict_proba(holdout)
+    # The baseline: trained here on the same window, never published (a yardstick, not a servable model).
+    train = training_set.where(f"{SPLIT_COLUMN} = '{TRAIN}'").toPandas()
+    baseline = train_baseline(train, train[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
+                              seed=SPEC.promotion.seed)
+    predictions[BASELINE_LABEL] = baseline.predict_proba(holdout)
+    results = {label: evaluate(label, y, p, slices=slices, threshold=SPEC.promotion.decision_threshold,
+                               min_slice_size=SPEC.promotion.min_slice_size) for label, p in predictions.items()}
+    fresh = [label for label in contenders if not label.startswith("champion")]
     best = max(fresh, key=lambda label: getattr(results[label].overall, PRIMARY_METRIC) or float("-inf"))
     version = contenders[best]
+    comparisons = _comparisons(y, predictions, best, None if champion is None else f"champion v{champion}",
+                               BASELINE_LABEL, slices, holdout["date"].to_numpy())
     document = {
         "model": MODEL_NAME,
         "candidate": {"label": best, "version": version, "flavor": store.get(MODEL_NAME, version).manifest["flavor"],
@@ -93,7 +117,10 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
             "flavor": store.get(MODEL_NAME, champion).manifest["flavor"],
             "evaluation": as_gate_input(results[f"champion v{champion}"]),
         },
-        "others": {label: as_gate_input(r) for label, r in results.items() if label != best and not label.startswith("champion")},
+        "baseline": {"label": BASELINE_LABEL, "train_rows": len(train),
+                     "evaluation": as_gate_input(results[BASELINE_LABEL])},
+        "comparisons": comparisons,
+        "others": {label: as_gate_input(results[label]) for label in fresh if label != best},
         "holdout_rows": len(holdout),
         "holdout_days": sorted({str(d) for d in holdout["date"]}),
         "sample_records": json.loads(holdout.head(SAMPLE_RECORDS).to_json(orient="records", date_format="iso")),
@@ -110,6 +137,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         "flavor": document["candidate"]["flavor"],
         "champion_version": champion if champion is not None else "none",
         "holdout_rows": len(holdout),
+        "baseline_roc_auc": results[BASELINE_LABEL].overall.roc_auc or float("nan"),
         "evaluation_blob": evaluation_blob(version),
         **{name.replace(" ", "_"): dg.MetadataValue.md(table) for name, table in document["tables"].items()},
         "plot": dg.MetadataValue.md(f"![evaluation](data:image/png;base64,{base64.b64encode(plot).decode()})"),

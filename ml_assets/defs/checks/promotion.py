@@ -24,7 +24,8 @@ class GateConfig(dg.Config):
 
 
 @dg.asset_check(asset=candidate_model, name=PROMOTION_GATE, blocking=True, retry_policy=STORE_RETRY,
-                description="Absolute bars, beats the champion, no slice regression, serves within budget")
+                description="Absolute bars, beats the champion and the baseline (paired intervals), no significant slice "
+                "regression, serves within budget")
 def promotion_gate(context: dg.AssetCheckExecutionContext, config: GateConfig,
                    blob_store: BlobStoreResource) -> dg.AssetCheckResult:
     from ml_assets.serving.validation import validate_serving
@@ -34,8 +35,10 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, config: GateConfig,
     infra = validate_serving(blob_store.models(), MODEL_NAME, version,
                              document["sample_records"][: SPEC.promotion.infra.sample_requests])
     champion = document["champion"]
+    comparisons = document.get("comparisons") or {}  # absent from documents written before issue 12: fails closed
     verdict = decide(SPEC.promotion, document["candidate"]["evaluation"],
-                     champion["evaluation"] if champion else None, infra, force_reason=config.force_reason)
+                     champion["evaluation"] if champion else None, infra, force_reason=config.force_reason,
+                     vs_champion=comparisons.get("champion"), vs_baseline=comparisons.get("baseline"))
     blob_store.put_json(verdict_blob(version), {
         "version": version, "passed": verdict.passed, "forced": verdict.forced,
         "forced_reason": verdict.forced_reason, "summary": verdict.summary,
