@@ -180,3 +180,21 @@ def test_markdown_table_shows_estimate_interval_rule_and_slice_counts():
     cluster = row(verdict, "slice regression", "cluster_id=2")
     assert f"| cluster_id=2 | 1000 ({cluster.positives}) |" in table and f"| {cluster.p_value:.4f} | pass" in table
     assert len(table.splitlines()) == len(verdict.rows) + 2
+
+
+def test_paired_bootstrap_over_days_for_a_lower_is_better_metric():
+    rng, y, slices, shared = holdout(7)
+    spec = SPEC.model_copy(update={"min_improvement": {"log_loss": 0.0}, "max_slice_regression": {"log_loss": 0.02},
+                                   "baseline_margin": {}, "bootstrap_unit": "day", "bootstrap_resamples": 200})
+    days = np.repeat([f"2013-03-0{d}" for d in range(1, 7)], N // 6)
+    champion, candidate = model(rng, y, shared, 1.0), model(rng, y, shared, 2.0)
+    vs_champion = compare(spec, y, candidate, champion, reference="champion", metrics=["log_loss"],
+                          slices=slices, days=days)
+    assert vs_champion["overall"]["log_loss"]["method"] == "bootstrap"
+    verdict = decide(spec, evaluation(), evaluation(), HEALTHY, vs_champion=vs_champion)
+    beats = row(verdict, "beats champion")
+    assert verdict.passed and beats.delta > 0 and beats.low > 0  # lower log loss = improvement
+    # Each cluster spans two days only: a day bootstrap inside it still runs (2 groups).
+    assert all(r.n == 1000 for r in verdict.rows if r.rule == "slice regression")
+    again = compare(spec, y, candidate, champion, reference="champion", metrics=["log_loss"], slices=slices, days=days)
+    assert again == vs_champion  # seeded
