@@ -24,8 +24,8 @@ rules of batch scoring's `records_to_frame` plus the flavor's float range). Erro
          the message names the instance index and the feature
     404  unknown model, version or label       405  wrong HTTP method
     408  body not received within `ServingLimits.body_timeout_s`, or headers within
-         `header_timeout_s` (`serving.protocol`); the connection is closed. A request answered
-         without reading its declared body (404, 415, ...) also closes its connection.
+         `header_timeout_s` (`serving.protocol`); the connection is closed. A body nobody needs
+         (a 404, a 415, ...) is read and dropped under the same deadline before the answer.
     413  body over `max_body_bytes`, or more than `max_instances` instances
     415  content-type not JSON (a request without one is read as JSON)
     503  a version that fails to load, or no version loaded while the champion is refused
@@ -250,14 +250,25 @@ class _Server:
             status = 500
             body = _dumps({"error": f"internal error: {type(error).__name__}: {error}"})
         if not close and _BODY_READ not in scope and declares_body(scope["headers"]):
-            # Answered without reading a declared body (an error, or a GET): a half-sent body
-            # must not keep the connection, so the server closes it after the answer.
-            close = True
+            # Answered without reading a declared body (an error, or a GET): read and drop it
+            # first, under the same deadline and size limit. Closing with unread data would
+            # reset the connection and could lose the answer; a half-sent body gets its 408.
+            try:
+                await self.drain(scope, receive)
+            except ApiError as error:
+                status, close = error.status, True
+                body = _dumps({"error": error.message})
+            except _Disconnected:
+                return
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if close:
             headers.append((b"connection", b"close"))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+    async def drain(self, scope: dict, receive: Callable) -> None:
+        """Read and drop a request body nobody needs (ApiError 408/413 as `_read_body`)."""
+        await _read_body(scope, receive, self.limits)
 
     async def _dispatch(self, scope: dict, receive: Callable) -> tuple[int, bytes]:
         path, method = scope["path"], scope["method"]
@@ -421,6 +432,11 @@ def _metadata(name: str, version: int, numeric: list[str], categorical: list[str
 # ---------------------------------------------------------------------------- the app
 
 
+async def _drained() -> dict:
+    """`receive` once the body was read: an empty end of body."""
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 class _ServingApp(Starlette):
     """Starlette (lifespan, /healthz, 404s) with /v1/models/... answered by the raw handler."""
 
@@ -434,15 +450,22 @@ class _ServingApp(Starlette):
         elif scope["path"].startswith(_PREFIX):
             await self.server(scope, receive, send)
         elif declares_body(scope["headers"]):
-            # No route outside /v1/models reads a body: close after answering, so a half-sent
-            # body cannot hold the connection.
-            async def closing_send(message: dict) -> None:
-                if message["type"] == "http.response.start":
-                    message = {**message, "headers": [*message.get("headers", []),
-                                                      (b"connection", b"close")]}
-                await send(message)
-
-            await super().__call__(scope, receive, closing_send)
+            # No route outside /v1/models reads a body: drop it first (under the deadline and
+            # size limit), so that a half-sent body cannot hold the connection.
+            try:
+                await self.server.drain(scope, receive)
+            except ApiError as error:
+                body = _dumps({"error": error.message})
+                await send({"type": "http.response.start", "status": error.status, "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", b"%d" % len(body)),
+                    (b"connection", b"close"),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+                return
+            except _Disconnected:
+                return
+            await super().__call__(scope, _drained, send)
         else:
             await super().__call__(scope, receive, send)
 

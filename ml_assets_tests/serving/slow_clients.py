@@ -5,6 +5,8 @@ from __future__ import annotations
 import select
 import socket
 
+import httpx
+
 from ml_assets_tests.serving.helpers import NAME
 
 
@@ -70,19 +72,35 @@ def half_sent_requests_are_answered_and_closed(host: str, port: int, connections
             drip.sendall(headers[sent : sent + 1])
             sent += 1
         assert _until_closed(drip).startswith(b"HTTP/1.1 408 ")
-    # Requests answered without reading their body (unknown model, not JSON, a path outside
-    # /v1/models): answered at once, then closed rather than kept waiting for the body.
-    for request, status in [
-        (_half("/v1/models/other:predict"), b"404"),
-        (_half(content_type="text/plain"), b"415"),
-        (_half(f"/v1/models/{NAME}/versions/{'9' * 5000}:predict"), b"400"),
-        (_half("/healthz"), b"405"),
-        (_half("/elsewhere"), b"404"),
+    # Requests refused whatever their body (unknown model, not JSON, a bad version, a path
+    # outside /v1/models): the body is still read (and dropped) under the deadline, so a
+    # half-sent one gets its 408 and the connection is closed.
+    for request in [
+        _half("/v1/models/other:predict"),
+        _half(content_type="text/plain"),
+        _half(f"/v1/models/{NAME}/versions/{'9' * 5000}:predict"),
+        _half("/healthz"),
+        _half("/elsewhere"),
     ]:
         with socket.create_connection((host, port), timeout=120) as sock:
             sock.sendall(request)
             answer = _until_closed(sock)
-            assert answer.startswith(b"HTTP/1.1 " + status + b" "), (request[:60], answer[:300])
+            assert answer.startswith(b"HTTP/1.1 408 "), (request[:60], answer[:300])
             assert b"connection: close" in answer.lower()
 
 
+def refused_requests_keep_their_connection(base_url: str) -> None:
+    """A whole request refused before its body was needed is answered on a connection that
+    stays open (its body was read and dropped), so the answer is never lost to a reset."""
+    body = b'{"instances": [' + b" " * 200_000 + b"]}"
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for path, content_type, status in [
+            ("/v1/models/other:predict", "application/json", 404),
+            (f"/v1/models/{NAME}:predict", "text/plain", 415),
+            ("/healthz", "application/json", 405),
+            ("/elsewhere", "application/json", 404),
+        ] * 3:
+            response = client.post(path, content=body, headers={"content-type": content_type})
+            assert response.status_code == status, (path, response.text)
+            assert response.headers.get("connection") != "close"
+        assert client.get("/healthz").status_code == 200

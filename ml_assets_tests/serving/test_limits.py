@@ -15,7 +15,10 @@ import pytest
 
 from ml_assets.serving import ServingLimits
 from ml_assets_tests.serving.helpers import NAME, predict, publish, serving
-from ml_assets_tests.serving.slow_clients import half_sent_requests_are_answered_and_closed
+from ml_assets_tests.serving.slow_clients import (
+    half_sent_requests_are_answered_and_closed,
+    refused_requests_keep_their_connection,
+)
 
 
 def _error(response: httpx.Response, status: int) -> str:
@@ -222,4 +225,5 @@ def test_half_sent_bodies_do_not_hold_connections(store, sklearn_models, rows, t
         _,
     ):
         half_sent_requests_are_answered_and_closed(client.base_url.host, client.base_url.port)
+        refused_requests_keep_their_connection(str(client.base_url))
         assert len(predict(client, rows[:3])) == 3  # the server is unharmed
