@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 # Source rules live in their own module; re-exported here for existing imports.
+from ml_assets.spec.monitoring import KNOWN_METRICS, MonitoringSpec
 from ml_assets.spec.sources import IDENTIFIER as _IDENTIFIER
 from ml_assets.spec.sources import ClockSpec, ColumnType, SourceSpec
 from ml_assets.spec.sources import Strict as _Strict
@@ -115,9 +116,6 @@ class QualitySpec(_Strict):
         return self.null_rate_overrides.get(name, self.max_null_rate)
 
 
-KNOWN_METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "accuracy", "ece")
-
-
 class InfraBudget(_Strict):
     sample_requests: int = Field(200, ge=1, description="Sample rows the serving code must answer")
     max_p95_latency_ms: float = Field(20.0, gt=0, description="Budget for single-row p95 latency")
@@ -183,76 +181,6 @@ class PromotionSpec(_Strict):
     @property
     def configured(self) -> bool:
         return bool(self.absolute or self.min_improvement or self.min_relative_improvement)
-
-
-class DriftSpec(_Strict):
-    """Per-feature drift of a day against the champion's reference window (see ml_assets.ml.drift)."""
-
-    psi: float = Field(0.2, gt=0, description="PSI at or over which a numeric feature has drifted")
-    wasserstein: float = Field(0.1, gt=0, description="Wasserstein / reference std at or over which it has drifted")
-    js_distance: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance (base 2) for categorical features")
-    numeric_rule: Literal["psi", "wasserstein", "either"] = Field(
-        "psi", description="Which effect size decides for numeric features"
-    )
-    min_count: int = Field(30, ge=1, description="Fewest non-null current values a feature is judged on")
-    bins: int = Field(10, ge=2, description="Reference quantile bins per numeric feature")
-    top_k: int = Field(50, ge=1, description="Categories kept per categorical feature (the rest is __other__)")
-    sample_size: int = Field(5000, ge=100, description="Reference values kept per numeric feature for Wasserstein")
-    current_days: int = Field(1, ge=1, description="Trailing days (ending at the partition) scored as its current data")
-    exclude_from_share: list[str] = Field(
-        default_factory=list, description="Features reported but not counted in the drifted share"
-    )
-    share_threshold: float = Field(
-        0.5, gt=0, le=1, description="A day has drifted when at least this share of the counted features drifted"
-    )
-
-
-class PerformanceSpec(_Strict):
-    """The champion's metric on each labelled day, against its own holdout value."""
-
-    metric: str = Field("roc_auc", description="Metric watched (one of the evaluation metrics)")
-    max_drop: float = Field(0.05, gt=0, description="Largest tolerated worsening from the holdout value, in metric units")
-    label_lag_days: int = Field(1, ge=0, description="Days after a day before its labels are complete")
-    min_rows: int = Field(200, ge=1, description="Fewest labelled rows a day is judged on")
-
-    @field_validator("metric")
-    @classmethod
-    def _known_metric(cls, value: str) -> str:
-        if value not in KNOWN_METRICS:
-            raise ValueError(f"unknown metric {value!r}; known: {list(KNOWN_METRICS)}")
-        return value
-
-
-class RetrainingSpec(_Strict):
-    """When monitoring turns into a training run."""
-
-    debounce_days: int = Field(3, ge=1, description="Consecutive drifted (or degraded) days before a retrain")
-    cooldown_days: int = Field(14, ge=0, description="Days after a retrain's as-of day during which no trigger fires")
-    fallback_cron: str | None = Field(
-        None, description="Cron schedule of an unconditional retrain; null turns the fallback off"
-    )
-
-
-class FreshnessSpec(_Strict):
-    """Freshness policies; the freshness_alerts sensor emails when one turns stale."""
-
-    data_fail_hours: float = Field(48, gt=0, description="Daily data assets fail when not updated for this long")
-    data_warn_hours: float | None = Field(30, gt=0, description="... and warn after this long (null: no warning)")
-    evaluation_fail_days: float = Field(14, gt=0, description="candidate_model fails when no evaluation ran for this long")
-    deployment_fail_days: float = Field(30, gt=0, description="deployed_model fails when nothing was deployed for this long")
-
-    @model_validator(mode="after")
-    def _warn_before_fail(self) -> FreshnessSpec:
-        if self.data_warn_hours is not None and self.data_warn_hours >= self.data_fail_hours:
-            raise ValueError("data_warn_hours must be smaller than data_fail_hours")
-        return self
-
-
-class MonitoringSpec(_Strict):
-    drift: DriftSpec = Field(default_factory=DriftSpec)
-    performance: PerformanceSpec = Field(default_factory=PerformanceSpec)
-    retraining: RetrainingSpec = Field(default_factory=RetrainingSpec)
-    freshness: FreshnessSpec = Field(default_factory=FreshnessSpec)
 
 
 class DatasetSpec(_Strict):
