@@ -56,8 +56,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ml_assets.serving.batching import Batcher
+from ml_assets.serving.body import BODY_READ, Disconnected, declares_body, drained, read_body
 from ml_assets.serving.inputs import (
-    SIGNATURE_NAME,
     ApiError,
     RequestSchema,
     ServingLimits,
@@ -67,13 +67,13 @@ from ml_assets.serving.inputs import (
     parse_version,
 )
 from ml_assets.serving.registry import LoadedModel, ModelNotFoundError, ModelRegistry
+from ml_assets.serving.responses import failed_statuses, metadata, version_status
 
 if TYPE_CHECKING:
     from ml_assets.storage.model_store import ModelStore
 
 log = logging.getLogger(__name__)
 
-OUTPUT_NAME = "probability"
 CHAMPION_LABEL = "champion"
 
 _PATH = re.compile(
@@ -85,63 +85,12 @@ _PREFIX = "/v1/models/"
 _JSON_HEADERS = {"content-type": "application/json"}
 
 
-class _Disconnected(Exception):
-    """The client went away before its request body arrived."""
-
-
 def _dumps(body: Any) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
 def _json_response(status: int, body: Any) -> Response:
     return Response(_dumps(body), status, headers=_JSON_HEADERS)
-
-
-_BODY_READ = "ml_assets.body_read"  # scope key: the request body was read to its end
-
-
-def declares_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    """Whether the request announces a body (a non-zero content-length, or chunked)."""
-    for name, value in headers:
-        name = name.lower()
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            return True
-    return False
-
-
-async def _read_body(scope: dict, receive: Callable, limits: ServingLimits) -> bytes:
-    """The whole request body within `limits` (413 when too large, 408 when too slow)."""
-    timeout = limits.body_timeout_s
-    try:
-        async with asyncio.timeout(timeout if timeout > 0 else None):
-            body = await _receive_all(receive, limits.max_body_bytes)
-            scope[_BODY_READ] = True
-            return body
-    except TimeoutError:
-        raise ApiError(
-            408,
-            f"request body not received within {timeout:g} s (body_timeout_s): "
-            "send the whole body at once",
-            close=True,
-        ) from None
-
-
-async def _receive_all(receive: Callable, max_bytes: int) -> bytes:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_bytes:
-            raise ApiError(
-                413, f"request body larger than {max_bytes} bytes (max_body_bytes)", close=True
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _name(text: str) -> str:
@@ -190,7 +139,7 @@ class _Server:
         return ApiError(
             503,
             f"no version of model {self.name} is loaded: {reasons}",
-            extra={"model_version_status": _failed_statuses(failures)},
+            extra={"model_version_status": failed_statuses(failures)},
         )
 
     async def _loaded(self, version: int | None) -> LoadedModel:
@@ -243,13 +192,13 @@ class _Server:
             status = error.status
             body = _dumps({"error": error.message, **(error.extra or {})})
             close = error.close  # the rest of the body may still be on its way: do not read it
-        except _Disconnected:
+        except Disconnected:
             return
         except Exception as error:  # a bug, never bad input: still a JSON answer
             log.exception("%s %s failed", scope.get("method"), scope.get("path"))
             status = 500
             body = _dumps({"error": f"internal error: {type(error).__name__}: {error}"})
-        if not close and _BODY_READ not in scope and declares_body(scope["headers"]):
+        if not close and BODY_READ not in scope and declares_body(scope["headers"]):
             # Answered without reading a declared body (an error, or a GET): read and drop it
             # first, under the same deadline and size limit. Closing with unread data would
             # reset the connection and could lose the answer; a half-sent body gets its 408.
@@ -258,7 +207,7 @@ class _Server:
             except ApiError as error:
                 status, close = error.status, True
                 body = _dumps({"error": error.message})
-            except _Disconnected:
+            except Disconnected:
                 return
         headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
         if close:
@@ -268,7 +217,7 @@ class _Server:
 
     async def drain(self, scope: dict, receive: Callable) -> None:
         """Read and drop a request body nobody needs (ApiError 408/413 as `_read_body`)."""
-        await _read_body(scope, receive, self.limits)
+        await read_body(scope, receive, self.limits)
 
     async def _dispatch(self, scope: dict, receive: Callable) -> tuple[int, bytes]:
         path, method = scope["path"], scope["method"]
@@ -297,7 +246,7 @@ class _Server:
         loaded = await self._loaded(version)
         batcher = self._batcher(loaded)
         schema = batcher.schema
-        body = await _read_body(scope, receive, self.limits)
+        body = await read_body(scope, receive, self.limits)
         records, columnar = parse_body(body, schema)
         try:
             probabilities = await batcher.submit(records)
@@ -307,17 +256,17 @@ class _Server:
 
     async def _status(self, version: int | None) -> dict:
         loaded = await self._loaded(version)
-        statuses = [_version_status(loaded.version, "AVAILABLE")]
+        statuses = [version_status(loaded.version, "AVAILABLE")]
         if version is None:  # versions that failed to load (and have not loaded since)
             failures = self.registry.failures()
             failures.pop(loaded.version, None)
-            statuses.extend(_failed_statuses(failures))
+            statuses.extend(failed_statuses(failures))
         return {"model_version_status": statuses}
 
     async def _metadata(self, version: int | None) -> dict:
         loaded = self.registry.peek(version)
         if loaded is not None:
-            return _metadata(
+            return metadata(
                 self.name, loaded.version, loaded.columns.numeric, loaded.columns.categorical
             )
         if version is None:
@@ -334,7 +283,7 @@ class _Server:
                 f"{type(error).__name__}: {error}"
             ) from None
         columns = manifest.get("columns") or {}
-        return _metadata(
+        return metadata(
             self.name, version, columns.get("numeric", []), columns.get("categorical", [])
         )
 
@@ -391,50 +340,7 @@ class _Server:
             )
 
 
-def _version_status(version: int, state: str, code: str = "OK", message: str = "") -> dict:
-    return {
-        "version": str(version),
-        "state": state,
-        "status": {"error_code": code, "error_message": message},
-    }
-
-
-def _failed_statuses(failures: dict[int, str]) -> list[dict]:
-    """Versions that failed to load or were refused: END, with the registry's reason."""
-    return [
-        _version_status(version, "END", "UNKNOWN", message)
-        for version, message in sorted(failures.items())
-    ]
-
-
-def _tensor(name: str, dtype: str) -> dict:
-    return {
-        "dtype": dtype,
-        "tensor_shape": {"dim": [{"size": "-1", "name": ""}], "unknown_rank": False},
-        "name": name,
-    }
-
-
-def _metadata(name: str, version: int, numeric: list[str], categorical: list[str]) -> dict:
-    inputs = {feature: _tensor(feature, "DT_FLOAT") for feature in numeric}
-    inputs.update({feature: _tensor(feature, "DT_STRING") for feature in categorical})
-    signature = {
-        "inputs": inputs,
-        "outputs": {OUTPUT_NAME: _tensor(OUTPUT_NAME, "DT_FLOAT")},
-        "method_name": "tensorflow/serving/predict",
-    }
-    return {
-        "model_spec": {"name": name, "signature_name": SIGNATURE_NAME, "version": str(version)},
-        "metadata": {"signature_def": {"signature_def": {SIGNATURE_NAME: signature}}},
-    }
-
-
 # ---------------------------------------------------------------------------- the app
-
-
-async def _drained() -> dict:
-    """`receive` once the body was read: an empty end of body."""
-    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 class _ServingApp(Starlette):
@@ -463,9 +369,9 @@ class _ServingApp(Starlette):
                 ]})
                 await send({"type": "http.response.body", "body": body})
                 return
-            except _Disconnected:
+            except Disconnected:
                 return
-            await super().__call__(scope, _drained, send)
+            await super().__call__(scope, drained, send)
         else:
             await super().__call__(scope, receive, send)
 
