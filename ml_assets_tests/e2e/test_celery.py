@@ -137,6 +137,18 @@ def stop_all_sensors(webserver_url: str) -> list[str]:
     return stopped
 
 
+def cluster_home(home):
+    """The PostgreSQL profile, with room for the backfill's seven runs at once: with Celery a run's
+    process only orchestrates, the workers bound how many steps run (the cluster profile's setting)."""
+    import yaml
+
+    write_postgres_home(home)
+    profile = yaml.safe_load((home / "dagster.yaml").read_text())
+    profile["concurrency"]["runs"]["max_concurrent_runs"] = len(MONITORED) + 1
+    (home / "dagster.yaml").write_text(yaml.safe_dump(profile))
+    return home
+
+
 def dagster_cli(args: list[str], env: dict[str, str], log_path) -> None:
     """A Dagster CLI run (its process orchestrates; the steps go to the workers); fails with its log."""
     with open(log_path, "ab") as log:
@@ -149,7 +161,7 @@ def test_training_and_backfill_run_on_two_celery_workers_and_survive_a_lost_work
         tmp_path, azurite, postgres, redis, example_frames):  # noqa: F811
     broker, backend = redis.fresh_urls()
     workdir = tmp_path / "cluster"
-    home = write_postgres_home(workdir / "dagster_home")
+    home = cluster_home(workdir / "dagster_home")
     container = f"celery-{uuid.uuid4().hex[:12]}"
     env = stack_env(home=home, workdir=workdir, connection_string=azurite.connection_string, container=container,
                     extra={**postgres.fresh_db(), "ML_ASSETS_EXECUTOR": "celery",
