@@ -11,8 +11,10 @@ window's days are landed (`ml-assets land`) and built (raw, features, labels) on
   TensorFlow on their first step, as the run's process does in process;
 - celery_warm: the same again, the workers' processes keeping their Spark session and TensorFlow.
 
-For each: `wall_s` (the CLI command, process start included) and `run_s` (RUN_START to
-RUN_SUCCESS in the event log). Ratios are celery / in_process. Prints one JSON object, also
+For each: `wall_s` (the CLI command, process start included) and `run_s` (RUN_START to the run's
+end in the event log). Ratios are celery / in_process. On the bundled spec with no champion yet the
+promotion gate may refuse the candidate ("failed_steps": [the gate], deployed_model skipped): the
+same in every mode, so the walls still compare the same work. Prints one JSON object, also
 written to bench/results/celery.json.
 
     python bench/bench_celery.py [--spec flights] [--start 2013-01-01] [--days 35]
@@ -34,6 +36,7 @@ sys.path.insert(0, str(REPO))
 BIN = Path(sys.executable).parent
 SPARK_CONF = {"spark.master": "local[2]", "spark.driver.memory": "1g", "spark.sql.shuffle.partitions": "2"}
 WORKERS = 2
+GATE = "candidate_model_promotion_gate"
 
 
 def prepare(first: str, last: str) -> None:
@@ -51,12 +54,13 @@ def prepare(first: str, last: str) -> None:
             "dagster/asset_partition_range_start": days[0], "dagster/asset_partition_range_end": days[-1]})
 
 
-def run(argv: list[str], env: dict, log: Path) -> float:
+def run(argv: list[str], env: dict, log: Path, may_fail: bool = False) -> float:
+    """Wall seconds of the command; `may_fail`: a failed run is judged from the event log instead."""
     started = time.perf_counter()
     with open(log, "ab") as out:
         result = subprocess.run(argv, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
+    if result.returncode != 0 and not may_fail:
         tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
         raise RuntimeError(f"{' '.join(argv)} failed (exit {result.returncode}):\n{tail}")
     return round(time.perf_counter() - started, 2)
@@ -69,17 +73,23 @@ import json, dagster as dg
 from dagster._core.events import DagsterEventType
 with dg.DagsterInstance.get() as instance:
     run = instance.get_runs(filters=dg.RunsFilter(job_name="training_job"), limit=1)[0]
-    assert run.status == dg.DagsterRunStatus.SUCCESS, run.status
+    failed = sorted({e.step_key for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_FAILURE)})
     stats = instance.get_run_stats(run.run_id)
     workers = {}
     for entry in instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
         if "in celery worker" in (entry.message or ""):
             meta = entry.dagster_event.engine_event_data.metadata
             workers[entry.step_key] = str(meta["Celery worker"].value)
-    print(json.dumps({"run_s": round(stats.end_time - stats.start_time, 2), "step_workers": workers}))
+    print(json.dumps({"run_s": round(stats.end_time - stats.start_time, 2), "status": run.status.value,
+                      "failed_steps": failed, "step_workers": workers}))
 """
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    # Every step ran; only the promotion gate may say no (no champion yet on the bench's data): the
+    # same work was done either way, and deployed_model is skipped in every mode alike.
+    if result["status"] != "SUCCESS" and result["failed_steps"] != [GATE]:
+        raise RuntimeError(f"training_job failed at {result['failed_steps']}")
+    return result
 
 
 def main() -> None:
@@ -133,11 +143,11 @@ def main() -> None:
                       logs / "setup.log")
         job = [str(BIN / "dagster"), "job", "execute", "-m", "ml_assets.definitions", "-j", "training_job"]
         results = {}
-        wall = run(job, in_process, logs / "in_process.log")
+        wall = run(job, in_process, logs / "in_process.log", may_fail=True)
         results["in_process"] = {"wall_s": wall, **last_training_run(in_process)}
         workers = start_workers(worker_names(WORKERS), env=celery, log_dir=logs, cwd=home)
         for name in ("celery_cold", "celery_warm"):
-            wall = run(job, celery, logs / f"{name}.log")
+            wall = run(job, celery, logs / f"{name}.log", may_fail=True)
             results[name] = {"wall_s": wall, **last_training_run(celery)}
         reference = results["in_process"]
         report = {
