@@ -30,6 +30,7 @@ from ml_assets.defs.resources import CelerySettings, celery_settings, executor_n
 # dagster-celery's task name and its one queue (dagster_celery.make_app routes every task there).
 QUEUE = "dagster"
 CELERY_APP = "dagster_celery.app"
+BROKER_VAR, BACKEND_VAR = "ML_ASSETS_CELERY_BROKER_URL", "ML_ASSETS_CELERY_BACKEND_URL"
 
 
 def celery_app_settings(settings: CelerySettings) -> dict:
@@ -86,9 +87,16 @@ def nodename(name: str) -> str:
 
 
 def worker_yaml(settings: CelerySettings) -> str:
+    """The worker's `execution.config`; URLs as env references (they may hold a password)."""
     import yaml
 
-    return yaml.safe_dump({"execution": {"config": executor_config(settings)}}, sort_keys=True)
+    config = executor_config(settings)
+    config["broker"] = {"env": BROKER_VAR}
+    if settings.backend_url == settings.broker_url:
+        config["backend"] = {"env": BROKER_VAR}
+    elif "://" in settings.backend_url and settings.backend_url != "rpc://":
+        config["backend"] = {"env": BACKEND_VAR}
+    return yaml.safe_dump({"execution": {"config": config}}, sort_keys=True)
 
 
 def _script(name: str) -> str:

@@ -34,13 +34,22 @@ def test_celery_executor_carries_the_broker_and_the_redelivery_settings(ml_env):
 
 def test_the_workers_yaml_is_what_dagster_celery_validates_into_the_executors_config(ml_env, tmp_path):
     """The worker reads its YAML through dagster-celery's own loader: same broker, backend, settings."""
-    from dagster_celery.cli import get_validated_config
-
     ml_env(ML_ASSETS_EXECUTOR="celery", ML_ASSETS_CELERY_BROKER_URL="amqp://user:secret@rabbit:5672//")
     settings = celery_settings()
     assert settings.backend_url == "rpc://"  # RabbitMQ: results come back over the broker
+    _check_worker_yaml(settings, tmp_path)
+    ml_env(ML_ASSETS_CELERY_BROKER_URL="redis://:secret@redis:6379/0")
+    _check_worker_yaml(celery_settings(), tmp_path)
+    ml_env(ML_ASSETS_CELERY_BACKEND_URL="redis://:secret@redis:6379/1")
+    _check_worker_yaml(celery_settings(), tmp_path)
+
+
+def _check_worker_yaml(settings, tmp_path):
+    from dagster_celery.cli import get_validated_config
+
     path = tmp_path / "worker.yaml"
     path.write_text(celery.worker_yaml(settings))
+    assert "secret" not in path.read_text()  # the URLs stay env references in the file
     validated = get_validated_config(str(path))
     expected = celery.executor_config(settings)
     assert validated["broker"] == expected["broker"] and validated["backend"] == expected["backend"]
