@@ -218,7 +218,8 @@ def _slice_rows(spec: PromotionSpec, champion: dict | None, vs_champion: dict | 
     rows = [VerdictRow("slice regression", "-", dimension, None, None, None, None, False,
                        f"slice dimension {dimension!r} missing from the evaluation")
             for dimension in spec.slice_dimensions if dimension not in vs_champion.get("dimensions", [])]
-    entries = vs_champion.get("slices", [])
+    # The comparison lists slices of at least its own min_slice_size; the gate applies its spec's too.
+    entries = [e for e in vs_champion.get("slices", []) if e["n"] >= spec.min_slice_size]
     tested = [e for e in entries if "skipped" not in e]
     from ml_assets.ml.stats import adjust  # numpy: kept out of the code location's import
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from ml_assets.defs.assets.evaluation import evaluation_blob
 from ml_assets.defs.assets.training import MODEL_NAME
 from ml_assets.defs.checks.promotion import PROMOTION_GATE, verdict_blob
 from ml_assets.defs.dataset import SPEC
@@ -96,6 +97,12 @@ def test_first_cycle_deploys_and_reports(cycle, instance):
     gate = _gate(result)
     assert gate.passed
     assert "skipped: no champion yet" in gate.metadata["verdict"].value
+    # The LogisticRegression baseline was trained on the same window and beaten on the same rows.
+    assert "| beats baseline | roc_auc | overall |" in gate.metadata["verdict"].value
+    assert "baseline (logistic regression)" in candidate["metrics"].value
+    document = store.get_json(evaluation_blob(candidate["version"].value))
+    versus = document["comparisons"]["baseline"]["overall"]["roc_auc"]
+    assert versus["method"] == "delong" and versus["low"] > 0 and versus["n"] == document["holdout_rows"]
     manifest = models.get(MODEL_NAME, deployed["version"].value).manifest
     assert manifest["data_window"]["holdout_days"] == DAYS[-7:]
     assert manifest["metrics"]["holdout"]["roc_auc"] > 0.5
@@ -108,6 +115,24 @@ def test_first_cycle_deploys_and_reports(cycle, instance):
     html = message.get_body(preferencelist=("html",)).get_content()
     assert "absolute" in html and "roc_auc" in html
     assert any(part.get_content_type() == "image/png" for part in message.walk())
+
+
+def test_a_retrain_of_the_same_configuration_keeps_the_champion(cycle, instance):
+    run, store, resources, _ = cycle
+    assert run([*TRAINING, "deployed_model"]).success
+    champion = store.models().champion(MODEL_NAME).version
+    result = run([*TRAINING, "deployed_model"])  # same data, same seeds: no established improvement
+    gate = _gate(result)
+    assert not gate.passed and store.models().champion(MODEL_NAME).version == champion
+    verdict = store.get_json(verdict_blob(int(gate.metadata["candidate_version"].value)))
+    failed = {(r["rule"], r["slice"]) for r in verdict["rows"] if not r["passed"]}
+    assert failed == {("beats champion", "overall")}
+    beats = next(r for r in verdict["rows"] if r["rule"] == "beats champion")
+    assert beats["low"] <= 0 <= beats["high"]
+    slices = [r for r in verdict["rows"] if r["rule"] == "slice regression"]
+    assert slices and all(r["n"] >= LENIENT.min_slice_size for r in slices)
+    assert any(r["p_value"] is not None for r in slices)
+    assert compose_cycle_report(instance, result.run_id, resources["blob_store"]).status == "kept_champion"
 
 
 def test_failed_gate_blocks_deployment_in_the_same_run(cycle, instance):
