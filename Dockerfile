@@ -44,6 +44,8 @@ RUN mkdir -p /usr/share/man/man1 \
  && apt-get install -y --no-install-recommends default-jre-headless procps tini \
  && rm -rf /var/lib/apt/lists/*
 
+# SPARK_LOCAL_IP is left unset: local[*] keeps its driver on loopback (ml_assets/defs/resources.py),
+# and a driver of a Spark cluster must bind an address the workers reach (set it per service).
 # DAGSTER_EVENT_BATCH_SIZE: a single-run range writes one materialization event per partition;
 # with PostgreSQL storage they are inserted 100 per statement instead of one commit each.
 ENV PATH=/opt/venv/bin:$PATH \
@@ -58,7 +60,6 @@ ENV PATH=/opt/venv/bin:$PATH \
     ML_ASSETS_STORE_ROOT=/var/lib/ml_assets/store \
     ML_ASSETS_CACHE_DIR=/var/lib/ml_assets/cache \
     ML_ASSETS_OUTBOX_DIR=/var/lib/ml_assets/outbox \
-    SPARK_LOCAL_IP=127.0.0.1 \
     PYSPARK_PYTHON=/opt/venv/bin/python
 
 # A non-root user owns everything the services write: DAGSTER_HOME/storage (compute logs, local

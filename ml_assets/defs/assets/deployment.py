@@ -29,14 +29,17 @@ def deployed_model(context: dg.AssetExecutionContext, blob_store: BlobStoreResou
         raise permanent_failure(f"candidate v{version} has no promotion verdict: run its promotion_gate check") from None
     if not verdict["passed"]:
         raise permanent_failure(f"candidate v{version} did not pass its promotion gate: {verdict['summary']}")
-    evaluated_against = blob_store.get_json(evaluation_blob(version))["champion"]
+    evaluation = blob_store.get_json(evaluation_blob(version))
+    evaluated_against = evaluation["champion"]
     expected = evaluated_against["version"] if evaluated_against else None
     store = blob_store.models()
     if store.champion(MODEL_NAME).version == version:
         return _result(store, version, "already the champion")
     # Compare-and-swap: if the champion moved since this candidate was judged, the verdict is stale.
+    # The manifest must be the one the candidate was evaluated from: an edit since is refused.
     pointer = store.promote(MODEL_NAME, version, expected=expected, reason=verdict["summary"],
-                            forced=verdict["forced"], actor=f"dagster run {context.run_id}")
+                            forced=verdict["forced"], actor=f"dagster run {context.run_id}",
+                            manifest_sha256=evaluation["candidate"].get("manifest_sha256"))
     return _result(store, pointer.version, verdict["summary"])
 
 

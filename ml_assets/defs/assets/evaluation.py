@@ -91,10 +91,12 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
     slices = holdout[dimensions].copy()
     if CLUSTER_COLUMN in slices:
         slices[CLUSTER_COLUMN] = slices[CLUSTER_COLUMN].astype("Int64")  # ids, not floats
-    predictions = {}
+    predictions, manifest_digests = {}, {}
     for label, version in contenders.items():
-        manifest = store.get(MODEL_NAME, version).manifest
-        model = load_model(store.fetch(MODEL_NAME, version), manifest["flavor"], FeatureColumns(**manifest["columns"]))
+        stored = store.get(MODEL_NAME, version)
+        manifest_digests[version] = stored.manifest_sha256
+        model = load_model(store.fetch(MODEL_NAME, version, manifest_sha256=stored.manifest_sha256),
+                           stored.manifest["flavor"], FeatureColumns(**stored.manifest["columns"]))
         predictions[label] = model.predict_proba(holdout)
     # The baseline: trained here on the same window, never published (a yardstick, not a servable model).
     train = training_set.where(f"{SPLIT_COLUMN} = '{TRAIN}'").toPandas()
@@ -110,8 +112,9 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
                                BASELINE_LABEL, slices, holdout["date"].to_numpy())
     document = {
         "model": MODEL_NAME,
+        # The manifest these metrics were computed from: deployment promotes only that manifest.
         "candidate": {"label": best, "version": version, "flavor": store.get(MODEL_NAME, version).manifest["flavor"],
-                      "evaluation": as_gate_input(results[best])},
+                      "manifest_sha256": manifest_digests[version], "evaluation": as_gate_input(results[best])},
         "champion": None if champion is None else {
             "label": f"champion v{champion}", "version": champion,
             "flavor": store.get(MODEL_NAME, champion).manifest["flavor"],
