@@ -1,6 +1,7 @@
 """The cluster profile's executor end to end: steps run on two real Celery workers.
 
-Real processes: Redis (broker and result backend), PostgreSQL (the instance), Azurite (the store),
+Real processes: Redis (broker and result backend), PostgreSQL (the instance, cluster profile:
+deploy/dagster.cluster.yaml, Spark pool sized 2 from ML_ASSETS_SPARK_POOL_LIMIT), Azurite (the store),
 the code server, the webserver, `dagster-daemon run` and two `dagster-celery` workers (worker-1,
 worker-2, concurrency 1 each) started as `make up` starts them (ml_assets.services). Ten days are
 built first in one process (prepare_days). Then, with ML_ASSETS_EXECUTOR=celery:
@@ -37,6 +38,7 @@ import dagster as dg
 import pytest
 from dagster._core.events import DagsterEventType
 
+from ml_assets.defs.execution import ensure_pool_limits
 from ml_assets.landing import days_between, land
 from ml_assets.ops.celery_workers import ROLE_PREFIX, nodename
 from ml_assets.ops.processes import descendants
@@ -55,7 +57,6 @@ from ml_assets_tests.e2e.harness import (
     stack_env,
     tail,
     wait_until,
-    write_postgres_home,
 )
 from ml_assets_tests.fixtures.redis import redis  # noqa: F401 (the session's Redis fixture)
 
@@ -138,14 +139,10 @@ def stop_all_sensors(webserver_url: str) -> list[str]:
 
 
 def cluster_home(home):
-    """The PostgreSQL profile, with room for the backfill's seven runs at once: with Celery a run's
-    process only orchestrates, the workers bound how many steps run (the cluster profile's setting)."""
-    import yaml
-
-    write_postgres_home(home)
-    profile = yaml.safe_load((home / "dagster.yaml").read_text())
-    profile["concurrency"]["runs"]["max_concurrent_runs"] = len(MONITORED) + 1
-    (home / "dagster.yaml").write_text(yaml.safe_dump(profile))
+    """DAGSTER_HOME with the cluster profile (deploy/dagster.cluster.yaml: PostgreSQL, step-level
+    pools, room for the backfill's seven light runs at once)."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((REPO / "deploy" / "dagster.cluster.yaml").read_text())
     return home
 
 
@@ -166,7 +163,9 @@ def test_training_and_backfill_run_on_two_celery_workers_and_survive_a_lost_work
     env = stack_env(home=home, workdir=workdir, connection_string=azurite.connection_string, container=container,
                     extra={**postgres.fresh_db(), "ML_ASSETS_EXECUTOR": "celery",
                            "ML_ASSETS_CELERY_BROKER_URL": broker, "ML_ASSETS_CELERY_BACKEND_URL": backend,
-                           "ML_ASSETS_CELERY_WORKER_CONCURRENCY": "1"})
+                           "ML_ASSETS_CELERY_WORKER_CONCURRENCY": "1",
+                           # Spark steps at once = the workers' slots (2 x 1): both candidates together.
+                           "ML_ASSETS_SPARK_POOL_LIMIT": str(len(WORKERS))})
     logs = workdir / "logs"
     store = AzureBlobStore(container, connection_string=azurite.connection_string)
     land(store, load_spec(SPEC_PATH), example_frames, days_between(FIRST_DAY, LAST_DAY))
@@ -187,6 +186,8 @@ def test_training_and_backfill_run_on_two_celery_workers_and_survive_a_lost_work
         nodes = {nodename(name): name for name in WORKERS}
 
         with open_instance(env) as instance:
+            # The pool limits from config, as the landed_blobs sensor writes them (it is stopped here).
+            assert ensure_pool_limits(instance) == []
             # 1. A training cycle through Celery.
             before = {run.run_id for run in instance.get_runs()}
             dagster_cli(["job", "execute", "-m", "ml_assets.definitions", "-j", "training_job"], env,
