@@ -140,20 +140,13 @@ def _write_in_store(frame: SparkDataFrame, datasets: DatasetStore, table: str, k
         frame.withColumn(_SPLIT_COLUMN, _split(frame, keys)).write.partitionBy(_SPLIT_COLUMN).parquet(
             uri, mode="overwrite"
         )
-        staged = {folder.split("=", 1)[1]: files for folder, files in datasets.staged_files(staging).items()}
+        staged = _staged_by_key(datasets, staging)
         _check_no_strays(set(staged), keys)
-        missing = [key for key in keys if (key or "all") not in staged]
-        for key in missing:
-            _write_empty(frame, f"{uri}/{_split_dirname(key)}")
+        missing = [key or "all" for key in keys if (key or "all") not in staged]
         if missing:
-            staged = {f.split("=", 1)[1]: files for f, files in datasets.staged_files(staging).items()}
-        rows = {}
-        for key in keys:
-            files = staged[key or "all"]
-            counted = datasets.footer_rows(files)
-            if counted is None:  # a remote store: Spark reads the footers on the executors
-                counted = frame.sparkSession.read.parquet(f"{uri}/{_split_dirname(key)}").count()
-            rows[key or "all"] = counted
+            _stage_empty(frame, datasets, table, staging, missing)
+            staged = _staged_by_key(datasets, staging)
+        rows = _count_staged(frame, datasets, uri, staged, keys, set(missing))
         for key in keys:
             datasets.publish_staged(table, key, staged[key or "all"])
     finally:
@@ -161,13 +154,74 @@ def _write_in_store(frame: SparkDataFrame, datasets: DatasetStore, table: str, k
     return rows
 
 
+def _staged_by_key(datasets: DatasetStore, staging: str) -> dict[str, list[str]]:
+    return {folder.split("=", 1)[1]: files for folder, files in datasets.staged_files(staging).items()}
+
+
+def _stage_empty(frame: SparkDataFrame, datasets: DatasetStore, table: str, staging: str, missing: list[str]) -> None:
+    """Stage an empty file (the output's schema) for every day without rows: ONE Spark job writes
+    it once, the driver copies it into each day's folder (a year of empty days is not 365 jobs)."""
+    side = datasets.new_staging(table)
+    scratch = Path(tempfile.mkdtemp(prefix="empty-", dir=_scratch(datasets)))
+    try:
+        _write_empty(frame, datasets.spark_uri(side))
+        written = [
+            k for k in datasets.blobs.list_keys(f"{side}/")
+            if k.endswith(".parquet") and not k.rsplit("/", 1)[1].startswith(("_", "."))
+        ]
+        if not written:
+            raise RuntimeError(f"Spark wrote no Parquet file for an empty frame under {side}")
+        local = scratch / "empty.parquet"
+        datasets.blobs.download_file(written[0], local)
+        for key in missing:
+            datasets.blobs.put_file(f"{staging}/{_split_dirname(key)}/part-00000-empty.parquet", local)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+        datasets.discard(side)
+
+
+def _scratch(datasets: DatasetStore) -> Path:
+    scratch = datasets.cache_dir / "spark-out"
+    scratch.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
+def _count_staged(
+    frame: SparkDataFrame, datasets: DatasetStore, uri: str, staged: dict[str, list[str]],
+    keys: list[str], empty: set[str],
+) -> dict[str, int]:
+    """Rows per staged partition: Parquet footers on the driver (local store), else ONE grouped
+    count by Spark over the whole staging folder (one row per day comes back, not one job per day)."""
+    counts: dict[str, int] | None = None
+    rows = {}
+    for key in keys:
+        name = key or "all"
+        if name in empty:
+            rows[name] = 0
+            continue
+        counted = datasets.footer_rows(staged[name])
+        if counted is None:  # a remote store: Spark reads the footers on the executors
+            if counts is None:
+                counts = _spark_counts(frame.sparkSession, uri)
+            counted = counts.get(name, 0)
+        rows[name] = counted
+    return rows
+
+
+def _spark_counts(spark, uri: str) -> dict[str, int]:
+    from pyspark.sql import functions as F
+
+    # Partition discovery may type "2024-01-01" as a date: cast back to the folder's text.
+    day = F.col(_SPLIT_COLUMN).cast("string")
+    grouped = spark.read.parquet(uri).groupBy(day.alias("day")).count()
+    return {row["day"]: row["count"] for row in grouped.collect()}
+
+
 def _write_via_driver(frame: SparkDataFrame, datasets: DatasetStore, table: str, keys: list[str]) -> dict[str, int]:
     """local[*] with a store executors cannot reach: write to a driver-local folder, then upload."""
     import pyarrow.parquet as pq
 
-    scratch = datasets.cache_dir / "spark-out"
-    scratch.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f"{table}-", dir=scratch))
+    staging = Path(tempfile.mkdtemp(prefix=f"{table}-", dir=_scratch(datasets)))
     try:
         frame.withColumn(_SPLIT_COLUMN, _split(frame, keys)).write.partitionBy(_SPLIT_COLUMN).parquet(
             str(staging), mode="overwrite"

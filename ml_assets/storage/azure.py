@@ -284,8 +284,17 @@ class AzureBlobStore(AzureReads, BlobStore):
         with self._errors("delete", key, reading=False), suppress(ResourceNotFoundError):
             blob.delete_blob(delete_snapshots="include")
 
+    def list_keys(self, prefix: str = "") -> list[str]:
+        # The keys `list` yields, without hashing blobs written by others (Spark's output has
+        # no sha256 metadata: `list` would download each one). Folder markers are skipped alike.
+        with self._errors("list", prefix, reading=False):
+            items = self.container.list_blobs(name_starts_with=prefix or None, include=["metadata"])
+            return sorted(
+                item.name for item in items if (item.metadata or {}).get("hdi_isfolder") != "true"
+            )
+
     def delete_prefix(self, prefix: str) -> int:
-        # Names only: no need to hash blobs that are about to go.
+        # Names only: no need to hash blobs that are about to go (folder markers go too).
         with self._errors("list", prefix, reading=False):
             names = sorted(self.container.list_blob_names(name_starts_with=prefix or None))
         for name in names:

@@ -108,6 +108,11 @@ class BlobStore(ABC):
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
         """Blobs whose key starts with prefix, in key order."""
 
+    def list_keys(self, prefix: str = "") -> list[str]:
+        """Keys of the blobs whose key starts with prefix, in key order: `list` without the
+        sizes and hashes, for callers that only need names (backends override it to skip them)."""
+        return [blob.key for blob in self.list(prefix)]
+
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove one blob; removing a missing blob is not an error."""
@@ -142,7 +147,7 @@ class BlobStore(ABC):
         return True
 
     def delete_prefix(self, prefix: str) -> int:
-        keys = [blob.key for blob in self.list(prefix)]
+        keys = self.list_keys(prefix)
         for key in keys:
             self.delete(key)
         return len(keys)

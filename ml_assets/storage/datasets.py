@@ -90,10 +90,11 @@ class DatasetStore:
     def staged_files(self, staging: str) -> dict[str, list[str]]:
         """Parquet data files under staging, by the first folder below it (Spark's partition folder)."""
         found: dict[str, list[str]] = {}
-        for blob in self.blobs.list(f"{staging}/"):
-            parts = blob.key[len(staging) + 1 :].split("/")
+        # Keys only (`list_keys`): Spark's files carry no recorded hash, and `list` would hash each.
+        for key in self.blobs.list_keys(f"{staging}/"):
+            parts = key[len(staging) + 1 :].split("/")
             if len(parts) == 2 and parts[1].endswith(".parquet") and _is_data_file(Path(parts[1])):
-                found.setdefault(parts[0], []).append(blob.key)
+                found.setdefault(parts[0], []).append(key)
         return found
 
     def footer_rows(self, keys: Iterable[str]) -> int | None:
@@ -211,8 +212,8 @@ class DatasetStore:
     def partitions(self, table: str) -> list[str]:
         """Partitions of table that have a live version."""
         found = []
-        for blob in self.blobs.list(f"tables/{table}/"):
-            parts = blob.key.split("/")
+        for key in self.blobs.list_keys(f"tables/{table}/"):
+            parts = key.split("/")
             if len(parts) == 4 and parts[3] == _POINTER and parts[2].startswith("date="):
                 found.append(parts[2].removeprefix("date="))
         return sorted(found)
@@ -222,7 +223,7 @@ class DatasetStore:
         # it), not merely the newest two: a failed publish leaves a half-uploaded version
         # that is newer than the live one but was never live.
         prefix = f"{partition_prefix(table, partition)}/v="
-        versions = sorted({blob.key[len(prefix) :].split("/", 1)[0] for blob in self.blobs.list(prefix)})
+        versions = sorted({key[len(prefix) :].split("/", 1)[0] for key in self.blobs.list_keys(prefix)})
         for stale in versions:
             if stale not in keep:
                 self.blobs.delete_prefix(f"{prefix}{stale}/")

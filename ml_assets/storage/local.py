@@ -299,12 +299,17 @@ class LocalBlobStore(BlobStore):
         return digest, stat
 
     def list(self, prefix: str = "") -> Iterator[BlobInfo]:
+        return self._infos(self.list_keys(prefix))
+
+    def list_keys(self, prefix: str = "") -> list[str]:
+        # Names only: no stat, no hash, no sidecar written (Spark's output has none, and
+        # hashing every staged file just to learn its name was most of a range's publish time).
         base = self.root
         # Walk only the deepest folder the prefix names, not the whole store.
         folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         start = base / folder if folder else base
         if not start.is_dir():
-            return iter(())
+            return []
         keys = []
         for dirpath, dirnames, filenames in os.walk(start):
             rel_dir = Path(dirpath).relative_to(base).as_posix()
@@ -317,7 +322,7 @@ class LocalBlobStore(BlobStore):
                 key = name if rel_dir == "." else f"{rel_dir}/{name}"
                 if key.startswith(prefix):
                     keys.append(key)
-        return self._infos(sorted(keys))
+        return sorted(keys)
 
     def _infos(self, keys: list[str]) -> Iterator[BlobInfo]:
         for key in keys:

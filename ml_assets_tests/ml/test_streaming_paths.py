@@ -26,6 +26,7 @@ AGGREGATE_COLLECTS = {
     ("ml/clustering.py", "fit_kmeans"),  # one row: count, means, standard deviations
     ("ml/unique_keys.py", "spark_duplicate_keys"),  # at most SHOWN_KEYS keys per day
     ("defs/checks/data_quality.py", "label_rate"),  # one row per day
+    ("resources/spark_io.py", "_spark_counts"),  # one row per day: (day, rows)
 }
 FORBIDDEN = {"toPandas", "toLocalIterator", "rdd"}
 
