@@ -147,8 +147,7 @@ def _write_in_store(frame: SparkDataFrame, datasets: DatasetStore, table: str, k
             _stage_empty(frame, datasets, table, staging, missing)
             staged = _staged_by_key(datasets, staging)
         rows = _count_staged(frame, datasets, uri, staged, keys, set(missing))
-        for key in keys:
-            datasets.publish_staged(table, key, staged[key or "all"])
+        datasets.publish_staged_many(table, {key: staged[key or "all"] for key in keys})
     finally:
         datasets.discard(staging)
     return rows

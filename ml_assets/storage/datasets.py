@@ -24,6 +24,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ _POINTER = "_CURRENT"
 #: Where Spark writes an output before its partitions are published (inside the store, so that
 #: the executors' files and the driver's publish step see the same folder).
 STAGING_PREFIX = "_staging"
+#: Partitions of a range published at once (threads: remote stores spend it in round trips).
+PUBLISH_WORKERS = 8
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,21 @@ class DatasetStore:
         for key in files:
             self._move(key, f"{version.prefix}/{key.rsplit('/', 1)[1]}")
         return self._make_live(version)
+
+    def publish_staged_many(
+        self, table: str, files: dict[str, list[str]], workers: int = PUBLISH_WORKERS
+    ) -> dict[str, PartitionVersion]:
+        """`publish_staged` for many partitions at once (a range), `workers` at a time.
+
+        Partitions are independent and each one's pointer swap stays a single atomic write; a
+        remote store spends its time in round trips, which threads overlap. Every partition is
+        attempted; the first failure is raised after the others finished (each is all-or-nothing).
+        """
+        if len(files) <= 1 or workers <= 1:
+            return {key: self.publish_staged(table, key, keys) for key, keys in files.items()}
+        with ThreadPoolExecutor(min(workers, len(files)), thread_name_prefix="publish") as pool:
+            futures = {key: pool.submit(self.publish_staged, table, key, keys) for key, keys in files.items()}
+        return {key: future.result() for key, future in futures.items()}
 
     def discard(self, staging: str) -> None:
         """Remove what is left under a staging prefix (Spark's markers, a failed write's files)."""
