@@ -457,6 +457,7 @@ def bench(args: argparse.Namespace) -> dict:
     import numpy as np
 
     from ml_assets.examples import load_example
+    from ml_assets.examples.flights_features import feature_names, flights_features, records
     from ml_assets.ml.models import (
         FeatureColumns,
         KerasParams,
@@ -467,7 +468,6 @@ def bench(args: argparse.Namespace) -> dict:
     )
     from ml_assets.storage import LocalBlobStore
     from ml_assets.storage.model_store import ModelStore
-    from ml_assets_tests.serving.flights import feature_names, flights_features, records
 
     flavors = [f for f in args.flavors.split(",") if f]
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))

@@ -15,6 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ml_assets.examples import load_example
+from ml_assets.examples.flights_features import flights_features
 from ml_assets.ml.evaluation import compute_metrics
 from ml_assets.ml.models import (
     FeatureColumns,
@@ -24,7 +25,6 @@ from ml_assets.ml.models import (
     train_sklearn,
 )
 from ml_assets.spec import load_spec
-from ml_assets_tests.serving.flights import flights_features
 
 TARGET_SECONDS = 60.0
 

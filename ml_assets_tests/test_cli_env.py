@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from ml_assets.cli import main
+from ml_assets.examples.flights_features import feature_names, flights_features, records
 from ml_assets.ml.models import FeatureColumns, SklearnParams, save_model, train_sklearn
 from ml_assets.ops.processes import stop_groups
 from ml_assets.spec import load_spec
@@ -27,7 +28,6 @@ from ml_assets.storage.model_store import ModelStore
 from ml_assets_tests.fixtures.blackhole import black_hole_fixture  # noqa: F401
 from ml_assets_tests.fixtures.environment import clean_environ, ml_env_fixture  # noqa: F401
 from ml_assets_tests.fixtures.smtp import free_port
-from ml_assets_tests.serving.flights import feature_names, flights_features, records
 
 pytestmark = pytest.mark.azurite
 

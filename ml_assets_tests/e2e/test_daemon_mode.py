@@ -19,6 +19,7 @@ from collections import Counter
 import dagster as dg
 import pytest
 
+from ml_assets.examples.flights_features import flights_features, records
 from ml_assets_tests.e2e.harness import (
     active_work,
     http_json,
@@ -33,7 +34,6 @@ from ml_assets_tests.e2e.harness import (
     tail,
     wait_until,
 )
-from ml_assets_tests.serving.flights import flights_features, records
 
 # Minutes on a loaded 2-core machine (bootstrap ~10, each later phase ~2-5): above the suite's 900 s.
 pytestmark = [pytest.mark.integration, pytest.mark.azurite, pytest.mark.timeout(50 * 60)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ml_assets.examples.flights_features import feature_names, flights_features, records
 from ml_assets.ml.models import (
     FeatureColumns,
     KerasParams,
@@ -13,7 +14,6 @@ from ml_assets.ml.models import (
 )
 from ml_assets.storage import LocalBlobStore
 from ml_assets.storage.model_store import ModelStore
-from ml_assets_tests.serving.flights import feature_names, flights_features, records
 
 
 @pytest.fixture(scope="package")

@@ -1,4 +1,4 @@
-"""Flights feature rows built with pandas (the pipeline builds them on Spark), for serving tests.
+"""Flights feature rows built with pandas (the pipeline builds them on Spark), for serving tests and benches.
 
 The same columns the `flights` spec declares: the base numeric and categorical features joined
 from the weather table, plus its derived features computed as the spec's Spark SQL does.
