@@ -29,7 +29,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -178,12 +177,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    layer.quiet_local_environment()
     os.environ.update(args.dagster_env)
-    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     with layer.stdout_to_stderr() as real_stdout:
         from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG

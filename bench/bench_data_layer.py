@@ -781,6 +781,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def quiet_local_environment() -> None:
+    """What the Makefile sets for a local Spark (loopback, this interpreter), no telemetry, no beta warnings."""
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[object]:
     """Send fd 1 (Python, Dagster, the JVM we start) to stderr; yield a handle on the real stdout."""
@@ -798,11 +807,7 @@ def stdout_to_stderr() -> Iterator[object]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    quiet_local_environment()
 
     with stdout_to_stderr() as real_stdout:
         from ml_assets.defs.dataset import SPEC

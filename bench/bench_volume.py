@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -211,13 +210,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    import bench_data_layer as layer
+
+    layer.quiet_local_environment()
     if args.child:
-        import bench_data_layer as layer
 
         with layer.stdout_to_stderr() as real_stdout:
             result = child(args)
