@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 # Source rules live in their own module; re-exported here for existing imports.
+from ml_assets.spec.labels import LabelFeedSpec, check_label_feed
 from ml_assets.spec.monitoring import KNOWN_METRICS, MonitoringSpec
 from ml_assets.spec.sources import IDENTIFIER as _IDENTIFIER
 from ml_assets.spec.sources import ClockSpec, ColumnType, SourceSpec
@@ -196,6 +197,9 @@ class DatasetSpec(_Strict):
     sources: dict[str, SourceSpec]
     join: JoinsSpec
     label: LabelSpec
+    label_feed: LabelFeedSpec | None = Field(
+        None, description="Outcomes landing as their own source (see ml_assets/spec/labels.py); none: the label "
+        "expressions read the base source's columns")
     features: FeaturesSpec
     clustering: ClusteringSpec
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -272,6 +276,7 @@ class DatasetSpec(_Strict):
         for column in self.monitoring.drift.exclude_from_share:
             if column not in names:
                 raise ValueError(f"monitoring.drift.exclude_from_share: {column!r} is not a feature")
+        check_label_feed(self)
         return self
 
     @property
@@ -286,7 +291,14 @@ class DatasetSpec(_Strict):
         declared = self.sources[source].key_columns
         if declared is not None:
             return declared
-        return self.key_columns if source == self.join.base else []
+        feed = self.label_feed.source if self.label_feed else None
+        return self.key_columns if source in (self.join.base, feed) else []
+
+    @property
+    def feature_sources(self) -> list[str]:
+        """Sources the features are built from: all but the label feed."""
+        feed = self.label_feed.source if self.label_feed else None
+        return [name for name in self.sources if name != feed]
 
 
 def spec_path(name_or_path: str | Path) -> Path:
