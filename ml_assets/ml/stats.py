@@ -6,6 +6,8 @@
 - ``paired_bootstrap``: any metric's difference, resampling rows (or whole groups, e.g. days)
   with replacement, the SAME resample for both models; percentile interval, fixed seed.
 - ``holm`` / ``benjamini_hochberg``: adjusted p-values (family-wise error / false discovery rate).
+- ``auc_interval`` / ``proportion_interval`` / ``mean_interval`` / ``bootstrap_interval``: ONE
+  model's metric with its interval (live monitoring over a trailing window: ml_assets.ml.performance).
 
 Every comparison returns a ``PairedDifference``: estimate = metric(A) - metric(B) in the metric's
 own units, a two-sided interval at ``confidence`` and the p-value of the one-sided test that the
@@ -241,3 +243,103 @@ def adjust(p_values: Sequence[float], method: str) -> list[float]:
     if method not in CORRECTIONS:
         raise ValueError(f"unknown correction {method!r}; choose from {sorted(CORRECTIONS)}")
     return CORRECTIONS[method](p_values)
+
+
+# --- one model's metric with its uncertainty (live monitoring) -----------------------------------
+
+
+@dataclass(frozen=True)
+class MetricInterval:
+    """One model's metric on some rows, with a two-sided interval at ``confidence``."""
+
+    method: str  # "delong", "wilson", "normal" or "bootstrap"
+    estimate: float
+    se: float
+    low: float
+    high: float
+    confidence: float
+    n: int
+    positives: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+midranks = _midranks  # public name: ml_assets.ml.cbpe ranks scores the same way
+
+
+def auc_interval(y, p, confidence: float = 0.95) -> MetricInterval:
+    """ROC AUC with DeLong's variance (the single-model case of ``delong_auc_difference``).
+
+    Raises ValueError with fewer than 2 rows of a class (no variance).
+    """
+    labels, m = _two_class(y)
+    n = labels.size - m
+    if m < 2 or n < 2:
+        raise ValueError(f"an AUC interval needs at least 2 positives and 2 negatives, got {m} and {n}")
+    z = normal_quantile(confidence)
+    scores = _scores(p, labels.size, "p")
+    positive = labels == 1
+    x, w = scores[positive], scores[~positive]
+    tx, tw, tz = _midranks(x), _midranks(w), _midranks(np.r_[x, w])
+    auc = float((tz[:m].sum() / m - (m + 1) / 2.0) / n)
+    variance = np.var((tz[:m] - tx) / n, ddof=1) / m + np.var(1.0 - (tz[m:] - tw) / m, ddof=1) / n
+    se = float(np.sqrt(max(variance, 0.0)))
+    return MetricInterval("delong", auc, se, max(0.0, auc - z * se), min(1.0, auc + z * se), confidence,
+                          int(labels.size), m)
+
+
+def proportion_interval(successes: int, n: int, confidence: float = 0.95, positives: int = 0) -> MetricInterval:
+    """A proportion (e.g. accuracy: correct rows / rows) with Wilson's score interval."""
+    if n < 1 or not 0 <= successes <= n:
+        raise ValueError(f"a proportion needs 0 <= successes <= n and n >= 1, got {successes} of {n}")
+    z = normal_quantile(confidence)
+    share = successes / n
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return MetricInterval("wilson", float(share), float(np.sqrt(share * (1 - share) / n)), float(centre - half),
+                          float(centre + half), confidence, int(n), int(positives))
+
+
+def mean_interval(values, confidence: float = 0.95, positives: int = 0, estimate: float | None = None) -> MetricInterval:
+    """A mean of per-row values (e.g. Brier or log loss terms) with the normal (CLT) interval.
+
+    ``estimate`` replaces the plain mean as the centre (e.g. a metric computed with its own clipping).
+    """
+    data = np.asarray(values, dtype=float)
+    if data.ndim != 1 or data.size < 2 or not np.isfinite(data).all():
+        raise ValueError(f"mean_interval needs at least 2 finite values, got shape {data.shape}")
+    z = normal_quantile(confidence)
+    centre = float(data.mean()) if estimate is None else float(estimate)
+    se = float(data.std(ddof=1) / np.sqrt(data.size))
+    return MetricInterval("normal", centre, se, centre - z * se, centre + z * se, confidence, int(data.size),
+                          int(positives))
+
+
+def bootstrap_interval(
+    y, p, metric: Callable[[np.ndarray, np.ndarray], float | None], *, resamples: int = 200, seed: int = 13,
+    confidence: float = 0.95,
+) -> MetricInterval:
+    """Any metric with a percentile bootstrap over rows (resamples where it is undefined are left out)."""
+    labels, positives = _two_class(y)
+    scores = _scores(p, labels.size, "p")
+    if resamples < 10:
+        raise ValueError(f"resamples must be at least 10, got {resamples}")
+    normal_quantile(confidence)
+    value = metric(labels, scores)
+    if not _defined(value):
+        raise ValueError("the metric is undefined on these rows (e.g. a single class)")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        rows = rng.integers(0, labels.size, labels.size)
+        draw = metric(labels[rows], scores[rows])
+        if _defined(draw):
+            draws.append(draw)
+    if len(draws) < resamples // 2:
+        raise ValueError(f"the metric was undefined on {resamples - len(draws)} of {resamples} resamples")
+    samples = np.asarray(draws, dtype=float)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [tail, 1.0 - tail])
+    return MetricInterval("bootstrap", float(value), float(samples.std(ddof=1)), float(low), float(high),
+                          confidence, int(labels.size), positives)

@@ -35,12 +35,38 @@ class DriftSpec(_Strict):
 
 
 class PerformanceSpec(_Strict):
-    """The champion's metric on each labelled day, against its own holdout value."""
+    """The champion's metric over a trailing window of labelled days, with its confidence interval,
+    against its own holdout value (ml_assets.ml.performance)."""
 
     metric: str = Field("roc_auc", description="Metric watched (one of the evaluation metrics)")
     max_drop: float = Field(0.05, gt=0, description="Largest tolerated worsening from the holdout value, in metric units")
-    label_lag_days: int = Field(1, ge=0, description="Days after a day before its labels are complete")
-    min_rows: int = Field(200, ge=1, description="Fewest labelled rows a day is judged on")
+    label_lag_days: int = Field(
+        1, ge=0, description="Without a label feed: days after a day before its labels are complete"
+    )
+    window_days: int = Field(
+        7, ge=1, description="Trailing days (ending at the judged day) whose labelled rows are judged together"
+    )
+    confidence: float = Field(0.95, gt=0, lt=1, description="Two-sided confidence of the window's interval")
+    rule: Literal["significant", "confident"] = Field(
+        "significant",
+        description="significant: the drop exceeds max_drop and its interval excludes 0 (a material loss that "
+                    "is not noise); confident: the whole interval of the drop exceeds max_drop (slower, fewer retrains)",
+    )
+    min_rows: int = Field(100, ge=1, description="Fewest labelled rows in the window for it to be judged")
+    min_class_rows: int = Field(
+        10, ge=2, description="Fewest rows of EACH class in the window for it to be judged (the interval does the rest)"
+    )
+    min_label_coverage: float = Field(
+        0.9, gt=0, le=1,
+        description="With a label feed: share of a day's rows that must be labelled before the day is judged "
+                    "(a later landing of labels re-judges it)",
+    )
+    use_estimate: bool = Field(
+        False,
+        description="Let the performance sensor also count days judged on the CBPE estimate (expected metric "
+                    "from calibrated probabilities, before labels land); a realised judgement replaces it",
+    )
+    estimate_samples: int = Field(200, ge=20, description="Monte-Carlo label draws behind the CBPE band")
 
     @field_validator("metric")
     @classmethod
