@@ -93,9 +93,18 @@ class ClusteringSpec(_Strict):
     )
 
 
+class FoldsSpec(_Strict):
+    k: int = Field(1, ge=1, le=12, description="Rolling-origin folds the frameworks are chosen on: fold j validates on "
+                   "the holdout_days ending j*holdout_days before as_of, its model trained on the window_days before "
+                   "them. 1 = the single holdout; k > 1 trains every framework k times per cycle (earlier folds are "
+                   "refits that only judge, never published)")
+
+
 class TrainingSpec(_Strict):
     window_days: int = Field(28, ge=1, description="Days of labelled data a model trains on")
     holdout_days: int = Field(7, ge=1, description="Days after the window it is evaluated on")
+    folds: FoldsSpec = Field(default_factory=FoldsSpec, description="Candidate selection on pooled rolling-origin "
+                             "folds (ml_assets.ml.folds); the gate judges the chosen model on the latest holdout")
 
 
 class LabelRateBounds(_Strict):
