@@ -127,24 +127,33 @@ def _model_store():
     return resources_for_environment()["blob_store"].models()
 
 
+def _active_model() -> str:
+    """The model name commands default to: the active spec's name (ML_ASSETS_SPEC, else flights)."""
+    from ml_assets.defs.dataset import SPEC
+
+    return SPEC.name
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ml_assets.serving import ServingLimits
     from ml_assets.serving.app import serve
 
     limits = ServingLimits(max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
                            body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout)
-    serve(_model_store(), args.model, host=args.host, port=args.port, poll_interval=args.poll_interval,
+    serve(_model_store(), args.model or _active_model(), host=args.host, port=args.port, poll_interval=args.poll_interval,
           limits=limits)
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    args.model = args.model or _active_model()
     pointer = _model_store().rollback(args.model, args.to, reason=args.reason)
     print(f"{args.model}: champion is now v{pointer.version}")
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
+    args.model = args.model or _active_model()
     store = _model_store()
     pointer = store.champion(args.model)
     print(f"{args.model}: champion v{pointer.version}; versions {store.versions(args.model)}")
@@ -160,6 +169,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
     report = collect_garbage(_model_store(), grace_seconds=args.grace_hours * 3600, apply=args.apply)
     print(describe(report))
     return 0
+
+
+MODEL_HELP = "model name (default: the active spec's name: ML_ASSETS_SPEC, else flights)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--step-days", type=int, default=7, help="days landed at a time")
     demo.set_defaults(func=cmd_demo)
     serve = sub.add_parser("serve", help="serve the champion over the TensorFlow Serving REST API")
-    serve.add_argument("--model", default="flights")
+    serve.add_argument("--model", default=None, help=MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8501)
     serve.add_argument("--poll-interval", type=float, default=2.0, help="seconds between champion checks")
@@ -202,17 +214,20 @@ def main(argv: list[str] | None = None) -> int:
                             "connection is closed (default 10, 0 = no limit)")
     serve.set_defaults(func=cmd_serve)
     rollback = sub.add_parser("rollback", help="move the champion pointer back to an earlier version")
-    rollback.add_argument("--model", default="flights")
+    rollback.add_argument("--model", default=None, help=MODEL_HELP)
     rollback.add_argument("--to", type=int, required=True, help="version to serve again")
     rollback.add_argument("--reason", required=True, help="why; kept in the history")
     rollback.set_defaults(func=cmd_rollback)
     history = sub.add_parser("history", help="versions, champion and promotion history of a model")
-    history.add_argument("--model", default="flights")
+    history.add_argument("--model", default=None, help=MODEL_HELP)
     history.set_defaults(func=cmd_history)
     gc = sub.add_parser("gc", help="remove incomplete model versions and stale temp files (dry run unless --apply)")
     gc.add_argument("--grace-hours", type=float, default=24.0, help="only debris untouched this long (default 24)")
     gc.add_argument("--apply", action="store_true", help="delete; without it, only print the bytes it would free")
     gc.set_defaults(func=cmd_gc)
+    from ml_assets.spec.infer import add_spec_command
+
+    add_spec_command(sub)
     args = parser.parse_args(argv)
     if args.command in ("land", "demo", "backfill") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
