@@ -14,6 +14,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from ml_assets.ml.raw_folder import MalformedBlobError, decode_blob
+from ml_assets.ml.timestamps import TimestampValueError, cast_or_null, to_dates, to_instants
 from ml_assets.spec.sources import ColumnType, SourceSpec
 
 if TYPE_CHECKING:
@@ -61,14 +62,16 @@ def parse_blob(data: bytes, source: SourceSpec, blob: str, day: dt.date, zone) -
     data = decode_blob(data, source, blob)
     if not data:
         raise MalformedBlobError(f"{blob}: empty blob (0 bytes once decompressed)")
-    table = _parse_csv(data, source, blob) if source.format == "csv" else _parse_parquet(data, source, blob)
+    table = parse_csv(data, source, blob, zone) if source.format == "csv" else _parse_parquet(data, source, blob, zone)
     if table.num_rows == 0:
         raise MalformedBlobError(f"{blob}: no rows (header only)")
     _require_single_day(table, source, blob, day, zone)
     return table.append_column(PARTITION_COLUMN, pa.array([day] * table.num_rows, pa.date32()))
 
 
-def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
+def parse_csv(data: bytes, source: SourceSpec, blob: str, zone) -> pa.Table:
+    """CSV text as the spec's typed columns (timestamps by ml/timestamps.py); MalformedBlobError naming
+    `blob`, and the column and data row of a bad value. Landing reads users' CSV files through it too."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -89,19 +92,45 @@ def _parse_csv(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
     present = [name.strip().strip('"') for name in header.split(",")]
     _require_columns(present, source, blob)
     wanted = list(source.columns)
+    # Timestamps (and a date timestamp_column with a pattern) are read as text, then by the timestamp rules.
+    as_text = {name for name, kind in source.columns.items() if _by_rules(source, name, kind)}
     try:
-        return pacsv.read_csv(
+        table = pacsv.read_csv(
             io.BytesIO(data),
             # Blocks hold whole lines up to the limit, so Arrow never reports a row straddling blocks.
             read_options=pacsv.ReadOptions(block_size=_block_size(source)),
             convert_options=pacsv.ConvertOptions(
-                column_types={name: arrow_types()[kind] for name, kind in source.columns.items()},
+                column_types={name: pa.string() if name in as_text else arrow_types()[kind]
+                              for name, kind in source.columns.items()},
                 include_columns=wanted,
                 strings_can_be_null=True,
             ),
         )
     except pa.ArrowInvalid as exc:
         raise MalformedBlobError(f"{blob}: {_describe_csv_error(str(exc), data, present, source)}") from None
+    for name in as_text:
+        try:
+            converted = convert_by_rules(table.column(name), source, name, zone)
+        except TimestampValueError as exc:
+            hint = (" — the blob looks truncated" if not data.endswith(b"\n") and _is_last_row(data, exc.row + 1)
+                    else "")
+            raise MalformedBlobError(f"{blob}: {exc.describe(name)}{hint}") from None
+        table = table.set_column(table.schema.get_field_index(name), name, converted)
+    return table
+
+
+def _by_rules(source: SourceSpec, name: str, kind: ColumnType) -> bool:
+    return kind == ColumnType.timestamp or (
+        kind == ColumnType.date and name == source.timestamp_column and source.timestamp_format != "iso")
+
+
+def convert_by_rules(values, source: SourceSpec, name: str, zone):
+    """A timestamp (or date timestamp_column) column by the timestamp rules: the source's declared format
+    for its timestamp_column, iso for other timestamp columns. Raises TimestampValueError."""
+    fmt = source.timestamp_format if name == source.timestamp_column else "iso"
+    if source.columns[name] == ColumnType.date:
+        return to_dates(values, fmt)
+    return to_instants(values, fmt, zone, source.ambiguous_times, source.nonexistent_times)
 
 
 def _block_size(source: SourceSpec) -> int:
@@ -170,7 +199,7 @@ def _is_last_row(data: bytes, row: int) -> bool:
     return data.rstrip(b"\n").count(b"\n") == row
 
 
-def _parse_parquet(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
+def _parse_parquet(data: bytes, source: SourceSpec, blob: str, zone) -> pa.Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -178,16 +207,36 @@ def _parse_parquet(data: bytes, source: SourceSpec, blob: str) -> pa.Table:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
         raise MalformedBlobError(f"{blob}: not a readable Parquet file ({exc}); truncated or corrupt") from None
-    _require_columns(table.column_names, source, blob)
+    return typed_table(table, source, blob, zone)
+
+
+def typed_table(table: pa.Table, source: SourceSpec, where: str, zone) -> pa.Table:
+    """A table already parsed from a typed format (Parquet, JSON) cast to the spec's columns; extra columns
+    dropped; MalformedBlobError naming `where`, the column, the data row and the value that does not convert."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    _require_columns(table.column_names, source, where)
     columns = []
     for name, kind in source.columns.items():
+        values = table.column(name)
+        if kind == ColumnType.timestamp or (kind == ColumnType.date and name == source.timestamp_column):
+            try:
+                columns.append(convert_by_rules(values, source, name, zone))
+            except TimestampValueError as exc:
+                raise MalformedBlobError(f"{where}: {exc.describe(name)}") from None
+            continue
         target = arrow_types()[kind]
         try:
-            columns.append(table.column(name).cast(target, safe=True))
+            columns.append(values.cast(target, safe=True))
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            flat = values.combine_chunks()
+            lost = pc.and_(pc.is_valid(flat), pc.is_null(cast_or_null(flat, target)))
+            row = pc.index(lost, True).as_py()
+            where_row = f"; first at data row {row + 1}: {flat[row].as_py()!r}" if row >= 0 else ""
             raise MalformedBlobError(
-                f"{blob}: column {name!r} has type {table.schema.field(name).type}, "
-                f"which does not convert to {kind} ({exc})"
+                f"{where}: column {name!r} has type {table.schema.field(name).type}, "
+                f"which does not convert to {kind} ({exc}){where_row}"
             ) from None
     return pa.table(columns, schema=arrow_schema(source))
 

@@ -14,6 +14,8 @@ IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 DEFAULT_IGNORE = ("_*", ".*")
 DEFAULT_MAX_LINE_BYTES = 1 << 20
 DEFAULT_MAX_DECOMPRESSED_BYTES = 1 << 30
+#: timestamp_format names; anything else must be a strftime pattern (ml_assets/ml/timestamps.py reads them).
+NAMED_TIMESTAMP_FORMATS = ("iso", "epoch_s", "epoch_ms")
 
 
 class Strict(BaseModel):
@@ -91,6 +93,19 @@ class SourceSpec(Strict):
         description="gzip only: most bytes one blob may expand to (a gzip bomb fails its blob, not the process)",
     )
     timestamp_column: str = Field(description="Column whose local date assigns a row to a day")
+    timestamp_format: str = Field(
+        "iso", description="How timestamp values are written: iso (ISO 8601 with or without a zone offset; "
+        "without one a time is local to the spec's timezone), epoch_s / epoch_ms (seconds / milliseconds "
+        "since 1970-01-01 UTC), or a strftime pattern such as '%d/%m/%Y %H:%M' (local time unless it has %z)",
+    )
+    ambiguous_times: Literal["earliest", "latest", "reject"] = Field(
+        "earliest", description="A naive local time that happens twice (clocks go back): its earliest or "
+        "latest instant, or reject the file naming the row",
+    )
+    nonexistent_times: Literal["shift_forward", "reject"] = Field(
+        "shift_forward", description="A naive local time skipped when clocks go forward: shift it to the "
+        "first instant after the gap (02:30 -> 03:00), or reject the file naming the row",
+    )
     grain: Literal["daily"] = Field("daily", description="Partition grain of the landed blobs")
     columns: dict[str, ColumnType] = Field(description="Expected columns and their types")
     min_rows: int = Field(1, ge=1, description="Fewest rows a landed day may have")
@@ -118,6 +133,14 @@ class SourceSpec(Strict):
                 raise ValueError(f"column name {name!r} is not an identifier")
         return value
 
+    @field_validator("timestamp_format")
+    @classmethod
+    def _known_timestamp_format(cls, value: str) -> str:
+        if value in NAMED_TIMESTAMP_FORMATS or "%" in value:
+            return value
+        raise ValueError(f"{value!r} is none of {list(NAMED_TIMESTAMP_FORMATS)} and no strftime pattern "
+                         "(a pattern holds % fields, e.g. '%d/%m/%Y %H:%M')")
+
     @model_validator(mode="after")
     def _timestamp_column_declared(self) -> SourceSpec:
         declared = self.columns.get(self.timestamp_column)
@@ -128,6 +151,8 @@ class SourceSpec(Strict):
                 f"timestamp_column {self.timestamp_column!r} must be of type timestamp or date, "
                 f"not {declared}"
             )
+        if declared == ColumnType.date and self.timestamp_format.startswith("epoch"):
+            raise ValueError(f"timestamp_format {self.timestamp_format} does not apply to a date column")
         return self
 
     @model_validator(mode="after")
