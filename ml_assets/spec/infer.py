@@ -139,6 +139,8 @@ def _timestamps(table: pa.Table, column: str, zone: ZoneInfo) -> tuple[pa.Array,
     if pa.types.is_date(values.type):
         return values, None
     declared = None
+    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+        values = _iso_timestamps(values)
     if not pa.types.is_timestamp(values.type):
         values, declared = _parse_declared(values, column)
     if values.type.tz is None:  # naive: wall-clock time in the spec's zone
@@ -146,6 +148,18 @@ def _timestamps(table: pa.Table, column: str, zone: ZoneInfo) -> tuple[pa.Array,
     else:
         local = pc.local_timestamp(values.cast(pa.timestamp(values.type.unit, tz=zone.key)))
     return pc.cast(local, pa.date32()), declared
+
+
+def _iso_timestamps(values: Any) -> Any:
+    """ISO 8601 text (JSON and Parquet samples keep it as strings): naive, else with an offset; unchanged if neither."""
+    import pyarrow as pa
+
+    for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
+        try:
+            return values.cast(target)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+    return values
 
 
 def _parse_declared(values: Any, column: str) -> tuple[Any, str]:

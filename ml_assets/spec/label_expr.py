@@ -172,6 +172,8 @@ class _Parser:
         kind, value = token
         if kind == "word" and value not in _KEYWORDS:
             name = self.tokens[self.at][1].strip("`")
+            if self.at + 1 < len(self.tokens) and self.tokens[self.at + 1][1] == "(":
+                raise self.fail(f"unsupported function call {name}(...)")
             if name not in self.table.column_names:
                 raise UnsupportedExpressionError(
                     f"label expression {self.text!r}: column {name!r} is not in the sample; its columns: "
