@@ -105,6 +105,11 @@ class TrainingSpec(_Strict):
     holdout_days: int = Field(7, ge=1, description="Days after the window it is evaluated on")
     folds: FoldsSpec = Field(default_factory=FoldsSpec, description="Candidate selection on pooled rolling-origin "
                              "folds (ml_assets.ml.folds); the gate judges the chosen model on the latest holdout")
+    calibration: Literal["isotonic", "platt", "none"] = Field(
+        "isotonic", description="Post-hoc calibration stored inside each candidate's artifact (ml_assets.ml.calibration): "
+        "isotonic (monotone steps), platt (sigmoid of the logit) or none")
+    calibration_days: int = Field(4, ge=1, description="Last days of the training window held out from fitting the "
+                                  "model, on which the calibrator is fitted (never the gate's holdout)")
 
 
 class LabelRateBounds(_Strict):
