@@ -238,8 +238,11 @@ class DatasetSpec(_Strict):
             return raw
         raw = dict(raw)
         sources = raw["sources"]
-        if "join" not in raw and len(sources) == 1:
-            raw["join"] = {"base": next(iter(sources))}
+        feed = raw.get("label_feed")
+        feed = feed.get("source") if isinstance(feed, dict) else getattr(feed, "source", None)
+        feature_sources = [name for name in sources if name != feed]  # the label feed is never joined
+        if "join" not in raw and len(feature_sources) == 1:
+            raw["join"] = {"base": feature_sources[0]}
         join = raw.get("join")
         base = sources.get(join.get("base") if isinstance(join, dict) else getattr(join, "base", None))
         columns = base.get("columns") if isinstance(base, dict) else getattr(base, "columns", None)
