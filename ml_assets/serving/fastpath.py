@@ -61,6 +61,12 @@ def accelerate(model: Any) -> Predict | None:
     return predict
 
 
+def _classifier(pipeline: Any) -> Any:
+    """The pipeline's classifier, unwrapped from its calibration step if it has one."""
+    step = pipeline.steps[1][1]
+    return getattr(step, "estimator", step)
+
+
 def _compile_sklearn(model: Any) -> Predict | None:
     import pandas as pd
     from sklearn.compose import ColumnTransformer
@@ -73,7 +79,8 @@ def _compile_sklearn(model: Any) -> Predict | None:
     numeric, categorical = list(columns.numeric), list(columns.categorical)
     if not isinstance(pipeline, Pipeline) or len(pipeline.steps) != 2:
         return None
-    outer, classifier = pipeline.steps[0][1], pipeline.steps[1][1]
+    outer, classifier = pipeline.steps[0][1], _classifier(pipeline)
+    calibrator = getattr(pipeline.steps[1][1], "calibrator", None)  # a CalibratedClassifier's, applied last
     if not isinstance(outer, ColumnTransformer) or not isinstance(
         classifier, HistGradientBoostingClassifier
     ):
@@ -170,7 +177,8 @@ def _compile_sklearn(model: Any) -> Predict | None:
         raw = np.zeros((n, 1), dtype=baseline.dtype, order="F")
         raw += baseline
         classifier._predict_iterations(matrix, predictors, raw, False, 1)
-        return np.asarray(loss.predict_proba(raw)[:, 1], dtype=np.float64)
+        probability = np.asarray(loss.predict_proba(raw)[:, 1], dtype=np.float64)
+        return probability if calibrator is None else calibrator.apply(probability)
 
     return predict
 
@@ -180,7 +188,7 @@ def _verification_records(model: Any, rows: int = 500, seed: int = 0) -> list[di
     rng = np.random.default_rng(seed)
     columns = model.columns
     pipeline = model.pipeline
-    outer, classifier = pipeline.steps[0][1], pipeline.steps[1][1]
+    outer, classifier = pipeline.steps[0][1], _classifier(pipeline)
     from sklearn.preprocessing import OrdinalEncoder
 
     known: dict[str, list[str]] = {}

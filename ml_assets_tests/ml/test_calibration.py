@@ -170,3 +170,15 @@ def test_served_probabilities_equal_batch_scoring(calibrated_models, flavor, tmp
     batch = batch_scores(store, version, instances)
     np.testing.assert_allclose(served, batch, atol=1e-6, rtol=0)
     np.testing.assert_allclose(batch, calibrated_models[flavor].predict_proba(rows), atol=1e-6, rtol=0)
+
+
+def test_serving_fast_path_keeps_the_calibration(calibrated_models):
+    from ml_assets.serving.fastpath import accelerate
+
+    model = calibrated_models["sklearn"]
+    fast = accelerate(model)
+    assert fast is not None  # verified against predict_proba, else it would be None
+    rows, _ = tabular(50, seed=9)
+    instances = [{"x1": r.x1, "x2": None if np.isnan(r.x2) else r.x2, "c": r.c} for r in rows.itertuples()]
+    np.testing.assert_allclose(fast(instances), model.predict_proba(rows), atol=1e-12, rtol=0)
+    assert not np.allclose(fast(instances), model.predict_uncalibrated(rows))
