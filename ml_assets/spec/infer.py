@@ -24,9 +24,8 @@ The YAML it writes is validated with the spec model before it is written.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -35,7 +34,7 @@ import yaml
 
 from ml_assets.spec.label_expr import evaluate_label
 from ml_assets.spec.model import DatasetSpec, SpecError, parse_spec
-from ml_assets.spec.sources import IDENTIFIER, ColumnType, SourceSpec
+from ml_assets.spec.sources import IDENTIFIER, ColumnType
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,6 +45,7 @@ NULL_MARGIN = 0.05  # added to the highest daily null rate seen (at least; half 
 LABEL_MARGIN = 0.05  # the label-rate bounds widen the sample's daily range by this, each side
 MIN_DAY_ROWS = 20  # days with fewer rows (often the sample's cut first/last day) do not set bounds
 DEFAULT_NULL_BOUND = 0.05  # quality.max_null_rate: a column never empty in the sample may be 5% empty
+FEED_DELAY_MARGIN = 2  # label_feed.max_delay_days: the longest delay seen in the sample plus this
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl"}
@@ -71,7 +71,7 @@ class Inferred:
     start_date: dt.date
     days: int
     timestamp_format: str | None = None
-    notes: list[str] = field(default_factory=list)
+    feed: Feed | None = None
 
 
 def sample_format(path: Path) -> str:
@@ -127,58 +127,23 @@ def column_type(arrow_type: pa.DataType) -> ColumnType | None:
     return None  # lists, structs, binary, times: not a column the spec can declare
 
 
-def _timestamps(table: pa.Table, column: str, zone: ZoneInfo) -> tuple[pa.Array, str | None]:
-    """The timestamp column as local dates of the spec's zone, and its declared format (if needed)."""
+def _timestamps(table: pa.Table, column: str, zone: ZoneInfo) -> tuple[Any, str]:
+    """The rows' local dates in the spec's zone and the column's timestamp_format (ml_assets.ml.timestamps rules)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
+
+    from ml_assets.ml.timestamps import detect_timestamp_format, local_dates, to_dates, to_instants
 
     values = table.column(column)
     if values.null_count:
         raise InferError(f"timestamp column {column!r} has {values.null_count} empty value(s): every row "
                          "needs a timestamp to be assigned a day")
     if pa.types.is_date(values.type):
-        return values, None
-    declared = None
-    if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
-        values = _iso_timestamps(values)
-    if not pa.types.is_timestamp(values.type):
-        values, declared = _parse_declared(values, column)
-    if values.type.tz is None:  # naive: wall-clock time in the spec's zone
-        local = values
-    else:
-        local = pc.local_timestamp(values.cast(pa.timestamp(values.type.unit, tz=zone.key)))
-    return pc.cast(local, pa.date32()), declared
-
-
-def _iso_timestamps(values: Any) -> Any:
-    """ISO 8601 text (JSON and Parquet samples keep it as strings): naive, else with an offset; unchanged if neither."""
-    import pyarrow as pa
-
-    for target in (pa.timestamp("us"), pa.timestamp("us", tz="UTC")):
-        try:
-            return values.cast(target)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            continue
-    return values
-
-
-def _parse_declared(values: Any, column: str) -> tuple[Any, str]:
-    """Non-ISO timestamps through the raw parser's detection, when the spec can declare a format."""
+        return to_dates(values), "iso"
     try:
-        from ml_assets.ml import raw as raw_module
-
-        detect = raw_module.detect_timestamp_format
-        parse = raw_module.parse_timestamps
-    except (ImportError, AttributeError):
-        detect = parse = None
-    if detect is None or "timestamp_format" not in SourceSpec.model_fields:
-        raise InferError(f"timestamp column {column!r} does not read as ISO 8601 timestamps or dates "
-                         f"(Arrow reads it as {values.type}); convert it, or use a build with timestamp_format")
-    sample = [str(v) for v in values.drop_null().slice(0, 1000).to_pylist()]
-    declared = detect(sample)
-    if declared is None:
-        raise InferError(f"timestamp column {column!r}: no known timestamp format fits values like {sample[:3]}")
-    return parse(values, declared), declared
+        declared = detect_timestamp_format(values)
+        return local_dates(to_instants(values, declared, zone), zone), declared
+    except ValueError as exc:  # TimestampValueError is a ValueError
+        raise InferError(f"timestamp column {column!r}: {exc}") from None
 
 
 def _daily(day_of_row: Any) -> tuple[Any, list[int]]:
@@ -194,49 +159,115 @@ def _daily(day_of_row: Any) -> tuple[Any, list[int]]:
     return index, per_day
 
 
-def _daily_rates(mask: Any, index: Any, per_day: list[int]) -> list[float]:
-    """Share of each full day's rows where mask is true (days under MIN_DAY_ROWS rows skipped)."""
+def _daily_rates(mask: Any, index: Any, per_day: list[int], among: Any = None) -> list[float]:
+    """Share of each full day's rows (or of its `among` rows) where mask is true; days under MIN_DAY_ROWS skipped."""
     import numpy as np
 
-    hits = np.bincount(index.to_numpy(zero_copy_only=False), weights=np.asarray(mask, dtype=float),
-                       minlength=len(per_day))
-    counts = np.asarray(per_day, dtype=float)
+    days = index.to_numpy(zero_copy_only=False)
+    hits = np.bincount(days, weights=np.asarray(mask, dtype=float), minlength=len(per_day))
+    counts = np.asarray(per_day, dtype=float) if among is None else np.bincount(
+        days, weights=np.asarray(among, dtype=float), minlength=len(per_day))
     full = counts >= MIN_DAY_ROWS
+    if among is not None and counts.sum() == 0:
+        raise InferError("label feed: no example of the sample has an outcome in the feed sample (keys differ?)")
     if not full.any():  # a tiny sample: the whole sample as one day
         return [float(hits.sum() / counts.sum())]
     return [float(v) for v in hits[full] / counts[full]]
 
 
-def infer(table: pa.Table, *, label: str, timestamp: str, timezone: str = "UTC") -> Inferred:
+def _column_types(table: pa.Table, what: str) -> dict[str, ColumnType]:
+    types = {}
+    for name in table.column_names:
+        if not IDENTIFIER.match(name):
+            raise InferError(f"{what}: column name {name!r} is not an identifier (letters, digits, underscores)")
+        kind = column_type(table.schema.field(name).type)
+        if kind is None:
+            raise InferError(f"{what}: column {name!r} has type {table.schema.field(name).type}, which a spec "
+                             "cannot declare")
+        types[name] = kind
+    return types
+
+
+def _timestamp_column(table: pa.Table, column: str, option: str, types: dict[str, ColumnType], zone: ZoneInfo):
+    if column not in table.column_names:
+        raise InferError(f"{option} {column!r} is not a column of the sample; its columns: {table.column_names}")
+    local_days, declared = _timestamps(table, column, zone)
+    types[column] = ColumnType.date if types[column] == ColumnType.date else ColumnType.timestamp
+    return local_days, None if declared == "iso" else declared
+
+
+@dataclass
+class Feed:
+    """The label feed inferred from its sample: columns, timestamp format and the delay of its outcomes."""
+
+    types: dict[str, ColumnType]
+    timestamp: str
+    timestamp_format: str | None
+    max_delay_days: int
+    observed_delay_days: tuple[int, int]
+    matched: float  # share of the examples with an outcome in the feed sample
+
+
+def _join_feed(table: pa.Table, local_days: Any, key: str | None, feed: pa.Table, feed_timestamp: str,
+               zone: ZoneInfo) -> tuple[pa.Table, Any, Feed]:
+    """(examples with their outcome's columns, has-an-outcome mask, the feed's description)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    types = _column_types(feed, "label feed")
+    feed_days, declared = _timestamp_column(feed, feed_timestamp, "--labels-timestamp", types, zone)
+    if key is None or key not in feed.column_names:
+        raise InferError(f"label feed: its rows must carry the examples' key; the key found in the sample is {key!r}, "
+                         f"the feed's columns are {feed.column_names}")
+    clash = sorted(set(feed.column_names) & set(table.column_names) - {key})
+    if clash:
+        raise InferError(f"label feed: columns {clash} are also in the sample; rename them in one of the files")
+    if types[key] != column_type(table.schema.field(key).type):
+        raise InferError(f"label feed: key {key!r} is {types[key]} in the feed but "
+                         f"{column_type(table.schema.field(key).type)} in the sample")
+    outcomes = feed.append_column("__feed_day", feed_days).append_column(
+        "__first", pa.array(np.arange(feed.num_rows)))
+    first = pc.index_in(pc.unique(outcomes.column(key)), value_set=outcomes.column(key))  # first row of each key
+    outcomes = outcomes.take(first)
+    examples = table.append_column("__day", local_days).append_column("__row", pa.array(np.arange(table.num_rows)))
+    joined = examples.join(outcomes, keys=key, join_type="left outer").sort_by("__row")
+    matched = pc.is_valid(joined.column("__first"))
+    delays = pc.days_between(joined.column("__day"), joined.column("__feed_day")).drop_null()
+    low, high = (int(pc.min(delays).as_py()), int(pc.max(delays).as_py())) if len(delays) else (0, 0)
+    if low < 0:
+        raise InferError(f"label feed: an outcome landed {-low} day(s) before its example's day; check "
+                         "--labels-timestamp and --timestamp")
+    description = Feed(types=types, timestamp=feed_timestamp, timestamp_format=declared,
+                       max_delay_days=min(366, high + FEED_DELAY_MARGIN), observed_delay_days=(low, high),
+                       matched=round(len(delays) / table.num_rows, 3))
+    return joined, matched.to_numpy(zero_copy_only=False), description
+
+
+def infer(table: pa.Table, *, label: str, timestamp: str, timezone: str = "UTC", feed: pa.Table | None = None,
+          feed_timestamp: str | None = None) -> Inferred:
     import numpy as np
     import pyarrow.compute as pc
 
     zone = ZoneInfo(timezone)
-    if timestamp not in table.column_names:
-        raise InferError(f"--timestamp {timestamp!r} is not a column of the sample; its columns: {table.column_names}")
-    types, left_out = {}, {}
-    for name in table.column_names:
-        if not IDENTIFIER.match(name):
-            raise InferError(f"column name {name!r} is not an identifier (letters, digits, underscores): rename it")
-        kind = column_type(table.schema.field(name).type)
-        if kind is None:
-            raise InferError(f"column {name!r} has type {table.schema.field(name).type}, which a spec cannot declare")
-        types[name] = kind
-    local_days, declared = _timestamps(table, timestamp, zone)
-    types[timestamp] = ColumnType.date if types[timestamp] == ColumnType.date else ColumnType.timestamp
+    left_out = {}
+    types = _column_types(table, "sample")
+    local_days, declared = _timestamp_column(table, timestamp, "--timestamp", types, zone)
     index, per_day = _daily(local_days)
     first_day = pc.min(local_days).as_py()
-
-    labels, label_columns = evaluate_label(label, table)
-    label_rates = _daily_rates(labels.to_numpy(zero_copy_only=False), index, per_day)
-    low, high = min(label_rates), max(label_rates)
-    bounds = (max(0.0, round(low - LABEL_MARGIN, 3)), min(1.0, round(high + LABEL_MARGIN, 3)))
-
     rows = table.num_rows
     key = next((name for name in table.column_names
                 if name != timestamp and types[name] in (ColumnType.int, ColumnType.string)
                 and table.column(name).null_count == 0
                 and pc.count_distinct(table.column(name)).as_py() == rows), None)
+
+    described, among, examples = None, None, table
+    if feed is not None:
+        examples, among, described = _join_feed(table, local_days, key, feed, feed_timestamp or "", zone)
+    labels, label_columns = evaluate_label(label, examples)
+    label_rates = _daily_rates(labels.to_numpy(zero_copy_only=False), index, per_day, among)
+    low, high = min(label_rates), max(label_rates)
+    bounds = (max(0.0, round(low - LABEL_MARGIN, 3)), min(1.0, round(high + LABEL_MARGIN, 3)))
     numeric, categorical = [], []
     for name, kind in types.items():
         column = table.column(name)
@@ -272,70 +303,7 @@ def infer(table: pa.Table, *, label: str, timestamp: str, timezone: str = "UTC")
     return Inferred(types=types, numeric=numeric, categorical=categorical, left_out=left_out, key=key,
                     null_bounds={k: v for k, v in null_bounds.items() if v > DEFAULT_NULL_BOUND},
                     label_rate=bounds, observed_label_rate=(round(low, 3), round(high, 3)), min_rows=min_rows,
-                    start_date=first_day, days=len(per_day), timestamp_format=declared)
-
-
-def _flow(value: Any) -> str:
-    """A scalar or list as YAML flow text (JSON is YAML; strings are quoted so none is read as a bool)."""
-    return json.dumps(value, ensure_ascii=False)
-
-
-def render(inferred: Inferred, *, name: str, source: str, source_format: str, label: str, label_name: str,
-           timestamp: str, timezone: str, sample: str) -> str:
-    """The commented spec YAML."""
-    i = inferred
-    lines = [
-        f"# Inferred by `ml-assets spec init` from {sample} ({i.days} days from {i.start_date}). A starting point:",
-        "# read every section, then land data with `ml-assets land` and run it.",
-        f"name: {name}",
-        f"description: {_flow(f'{label_name} = {label} (spec inferred from {sample})')}",
-        f"start_date: {i.start_date}",
-        f"timezone: {timezone}",
-    ]
-    if i.key:
-        lines += ["# Unique and never empty in the sample: features and labels join on it.",
-                  f"key_columns: [{i.key}]"]
-    else:
-        lines += ["# No column is unique in the sample: key_columns defaults to every column (a row is its values;",
-                  "# rows with an empty value cannot join their label). Declare an id column if the data has one."]
-    lines += ["", "sources:", f"  {source}:", f"    prefix: raw/{source}", f"    format: {source_format}",
-              f"    timestamp_column: {timestamp}"]
-    if i.timestamp_format:
-        lines.append(f"    timestamp_format: {_flow(i.timestamp_format)}")
-    lines += [f"    # Half the 5th percentile of the sample's daily row counts (days under {MIN_DAY_ROWS} rows ignored).",
-              f"    min_rows: {i.min_rows}", "    columns:"]
-    lines += [f"      {column}: {kind.value}" for column, kind in i.types.items()]
-    lines += ["", "# One source: no join (the default). `clustering` is left to its default too: k-means with k=4",
-              "# on every numeric feature, refitted weekly.", "", "label:", f"  name: {label_name}",
-              f"  expression: {_flow(label)}", "", "features:",
-              f"  # float columns and int columns with more than {MAX_INT_CATEGORIES} distinct values",
-              f"  numeric: {_flow(i.numeric)}",
-              f"  # bools, ints with at most {MAX_INT_CATEGORIES} values, strings with at most {MAX_CATEGORIES} values",
-              f"  categorical: {_flow(i.categorical)}"]
-    if i.left_out:
-        lines.append("  # Left out:")
-        lines += [f"  #   {column}: {why}" for column, why in i.left_out.items()]
-    lines += ["", "quality:", f"  min_rows: {i.min_rows}",
-              f"  # A column empty on no day of the sample may be empty in up to {DEFAULT_NULL_BOUND:.0%} of a day's rows.",
-              f"  max_null_rate: {DEFAULT_NULL_BOUND}"]
-    overrides = {}
-    for column, bound in i.null_bounds.items():
-        overrides[f"{source}.{column}"] = bound
-        if column in i.numeric or column in i.categorical:
-            overrides[column] = bound
-    if overrides:
-        lines += [f"  # Columns empty in the sample: highest daily null rate plus max({NULL_MARGIN}, half of it).",
-                  "  null_rate_overrides:"]
-        lines += [f"    {column}: {bound}" for column, bound in overrides.items()]
-    lines += [f"  # Daily label rate in the sample: {i.observed_label_rate[0]} to {i.observed_label_rate[1]}, "
-              f"widened by {LABEL_MARGIN} each side.",
-              f"  label_rate: {{min: {i.label_rate[0]}, max: {i.label_rate[1]}}}", "",
-              "# Starting bars for the promotion gate (with none it refuses every model): a candidate needs ROC AUC",
-              "# 0.6, must beat the champion (paired DeLong interval) and not be worse than the LogisticRegression",
-              "# baseline by more than 0.03.",
-              "promotion:", "  absolute: {roc_auc: 0.6}", "  policy: superiority", "  min_improvement: {roc_auc: 0.0}",
-              "  baseline_margin: {roc_auc: -0.03}", ""]
-    return "\n".join(lines)
+                    start_date=first_day, days=len(per_day), timestamp_format=declared, feed=described)
 
 
 def _identifier(text: str) -> str:
@@ -344,7 +312,8 @@ def _identifier(text: str) -> str:
 
 
 def spec_init(sample: Path, *, label: str, timestamp: str, name: str | None = None, out: Path | None = None,
-              timezone: str = "UTC", label_name: str = "label", force: bool = False) -> tuple[Path, DatasetSpec]:
+              timezone: str = "UTC", label_name: str = "label", force: bool = False, labels: Path | None = None,
+              labels_timestamp: str | None = None) -> tuple[Path, DatasetSpec]:
     """Infer, render, validate and write the spec; (path written, the spec as the model loads it)."""
     try:
         ZoneInfo(timezone)
@@ -357,13 +326,24 @@ def spec_init(sample: Path, *, label: str, timestamp: str, name: str | None = No
     out = out or Path(f"{name}.yaml")
     if out.exists() and not force:
         raise InferError(f"{out} already exists; pass --force to overwrite it or --out another path")
+    if (labels is None) != (labels_timestamp is None):
+        raise InferError("--labels and --labels-timestamp go together (the feed file and its landing-time column)")
+    from ml_assets.spec.infer_yaml import render
+
     table = read_sample(sample)
-    inferred = infer(table, label=label, timestamp=timestamp, timezone=timezone)
+    feed = read_sample(labels) if labels is not None else None
+    inferred = infer(table, label=label, timestamp=timestamp, timezone=timezone, feed=feed,
+                     feed_timestamp=labels_timestamp)
     source_format = sample_format(sample)
-    if source_format == "jsonl" and "jsonl" not in str(SourceSpec.model_fields["format"].annotation):
-        source_format = "csv"  # the landing command writes day blobs in the spec's format
-    text = render(inferred, name=name, source=_identifier(stem), source_format=source_format, label=label,
-                  label_name=label_name, timestamp=timestamp, timezone=timezone, sample=sample.name)
+    if source_format == "jsonl":
+        source_format = "csv"  # `ml-assets land` converts any input into day blobs of the spec's format
+    source = _identifier(stem)
+    feed_source = _identifier(labels.name.split(".", 1)[0]) if labels is not None else None
+    if feed_source == source:
+        feed_source = f"{source}_labels"
+    text = render(inferred, name=name, source=source, source_format=source_format, label=label,
+                  label_name=label_name, timestamp=timestamp, timezone=timezone, sample=sample.name,
+                  feed_source=feed_source)
     spec = parse_spec(yaml.safe_load(text), origin=f"inferred spec for {sample}")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text, encoding="utf-8")
@@ -388,13 +368,15 @@ def add_spec_command(sub: Any) -> None:
     init.add_argument("--timezone", default="UTC", help="IANA zone of the days (naive timestamps are read in it)")
     init.add_argument("--label-name", help="label column name (default: the column of a bare-column label, else label)")
     init.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    init.add_argument("--labels", type=Path, help="sample of a separate label feed (outcomes keyed by the sample's key)")
+    init.add_argument("--labels-timestamp", help="the feed's column of when an outcome became known (its landing day)")
     init.set_defaults(func=_cmd_spec_init)
 
 
 def _cmd_spec_init(args: Any) -> int:
     out, spec = spec_init(args.sample, label=args.label, timestamp=args.timestamp, name=args.name, out=args.out,
                           timezone=args.timezone, label_name=args.label_name or label_name_of(args.label),
-                          force=args.force)
+                          force=args.force, labels=args.labels, labels_timestamp=args.labels_timestamp)
     features = spec.features
     print(f"wrote {out}: spec {spec.name!r}, {len(spec.sources[spec.join.base].columns)} columns, "
           f"{len(features.numeric_names)} numeric and {len(features.categorical_names)} categorical features, "

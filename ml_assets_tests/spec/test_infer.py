@@ -124,3 +124,24 @@ def test_model_commands_default_to_the_active_spec(tmp_path, monkeypatch, capsys
 
     assert main(["history"]) == 0
     assert capsys.readouterr().out.startswith("shop: champion v1; versions [1]")
+
+
+def test_spec_init_with_a_label_feed_of_epoch_milliseconds(tmp_path, capsys):
+    from ml_assets.examples.orders import write
+
+    orders, outcomes = write(tmp_path, days=30)
+    out = tmp_path / "orders.yaml"
+
+    assert main(["spec", "init", "--from", str(orders), "--labels", str(outcomes), "--labels-timestamp",
+                 "resolved_at", "--label", "returned", "--timestamp", "ordered_at", "--timezone", "Europe/Berlin",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+
+    spec = load_spec(out)
+    assert spec.key_columns == ["order_id"] and spec.label.name == "returned"
+    assert spec.sources["orders"].timestamp_format == "iso"  # naive local times: read in the spec's zone
+    feed = spec.sources["outcomes"]
+    assert feed.timestamp_format == "epoch_ms" and feed.columns["returned"] == ColumnType.bool
+    assert spec.label_feed.source == "outcomes" and spec.join.base == "orders"
+    # Outcomes arrive 2-25 days late; the bound is the longest delay in the sample plus 2 days.
+    assert 10 <= spec.label_feed.max_delay_days <= 30
+    assert "is_gift" in spec.features.categorical and "returned" not in spec.features.names
