@@ -185,3 +185,26 @@ def window_table(result: LivePerformance, per_day: Sequence[dict]) -> str:
         lines.append(f"| {len(result.days)} days, {result.rows} rows | n/a | {result.holdout:.4f} | n/a "
                      f"| {result.max_drop:g} | {result.rule} | not judged: {result.note} |")
     return "\n".join(lines)
+
+
+def judge_estimate(estimate, *, metric: str, holdout_value: float, max_drop: float, rule: str = "significant",
+                   day: str | None = None) -> LivePerformance:
+    """The same verdict as ``window_performance`` on a CBPE estimate (ml_assets.ml.cbpe.Estimate) and its band."""
+    from ml_assets.ml.cbpe import ESTIMABLE
+
+    _check(metric, holdout_value)
+    common = {"metric": metric, "holdout": float(holdout_value), "max_drop": max_drop, "rows": estimate.n,
+              "positives": round(estimate.expected_positives), "confidence": estimate.confidence, "rule": rule,
+              "method": "cbpe", "days": (day,) if day else ()}
+    if metric not in ESTIMABLE:
+        return LivePerformance(live=None, drop=None, judged=False, flagged=False,
+                               note=f"CBPE estimates {list(ESTIMABLE)} only, not {metric}", **common)
+    value, low, high = estimate.value(metric)
+    if value is None or low is None:
+        return LivePerformance(live=None, drop=None, judged=False, flagged=False,
+                               note=f"{metric} cannot be estimated on {estimate.n} rows", **common)
+    drop = _drop(metric, holdout_value, value)
+    drop_low, drop_high = sorted((_drop(metric, holdout_value, high), _drop(metric, holdout_value, low)))
+    flagged = drop > max_drop and drop_low > 0 if rule == "significant" else drop_low > max_drop
+    return LivePerformance(live=value, drop=drop, judged=True, flagged=bool(flagged), low=low, high=high,
+                           drop_low=drop_low, drop_high=drop_high, **common)

@@ -56,10 +56,10 @@ class PerformanceSpec(_Strict):
     min_class_rows: int = Field(
         10, ge=2, description="Fewest rows of EACH class in the window for it to be judged (the interval does the rest)"
     )
-    min_label_coverage: float = Field(
-        0.9, gt=0, le=1,
-        description="With a label feed: share of a day's rows that must be labelled before the day is judged "
-                    "(a later landing of labels re-judges it)",
+    min_label_coverage: float | None = Field(
+        None, gt=0, le=1,
+        description="With a label feed: share of a day's examples whose outcome landed before the day is judged "
+                    "(a later landing of labels re-judges it); null: the feed's own min_coverage",
     )
     use_estimate: bool = Field(
         False,

@@ -6,11 +6,17 @@ import dagster as dg
 
 from ml_assets.defs.assets.deployment import deployed_model
 from ml_assets.defs.assets.evaluation import candidate_model, evaluation_blob, plot_blob
-from ml_assets.defs.assets.monitoring import drift_blob, drift_plot_blob, live_performance
+from ml_assets.defs.assets.monitoring import (
+    drift_blob,
+    drift_plot_blob,
+    estimated_performance,
+    live_performance,
+)
 from ml_assets.defs.assets.training import MODEL_NAME, TRAINING_GROUP
 from ml_assets.defs.checks.promotion import PROMOTION_GATE, verdict_blob
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.sensors.retraining import AS_OF_TAG, REASON_TAG, TRIGGER_DAYS_TAG, TRIGGER_TAG
+from ml_assets.reporting.performance import performance_trigger_table
 from ml_assets.reporting.report import CycleReport, build_message
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.email import EmailResource
@@ -114,14 +120,14 @@ def _explain_trigger(instance: dg.DagsterInstance, run_id: str, blob_store: Blob
         latest = {}
         for record in records:  # newest first: keep each day's latest judgement
             latest.setdefault(record.asset_materialization.partition, record.asset_materialization.metadata)
-        lines = ["| day | metric | live | holdout | drop | allowed drop | rows |", "|---|---|---|---|---|---|---|"]
-        for day in days:
-            m = latest.get(day)
-            if m is None:
-                lines.append(f"| {day} | (missing) | | | | | |")
-                continue
-            lines.append(f"| {day} | {m['metric'].value} | {m['live'].value:.4f} | {m['holdout'].value:.4f} "
-                         f"| {m['drop'].value:+.4f} | {m['max_drop'].value:g} | {m['rows'].value} |")
+        plain = {day: {k: v.value for k, v in m.items()} for day, m in latest.items()}
+        if missing := [d for d in days if d not in plain]:  # days counted on their CBPE estimate
+            for record in instance.fetch_materializations(dg.AssetRecordsFilter(
+                    asset_key=estimated_performance.key, asset_partitions=missing), limit=1000).records:
+                m = {k: v.value for k, v in record.asset_materialization.metadata.items()}
+                plain.setdefault(record.asset_materialization.partition,
+                                 {**m, "live": m.get("expected"), "window": "CBPE estimate (no labels yet)"})
+        lines = [performance_trigger_table(days, plain)]
         report.trigger_details = "\n".join(lines)
 
 

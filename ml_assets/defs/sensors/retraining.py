@@ -12,7 +12,12 @@ import json
 
 import dagster as dg
 
-from ml_assets.defs.assets.monitoring import champion_as_of, feature_drift, live_performance
+from ml_assets.defs.assets.monitoring import (
+    champion_as_of,
+    estimated_performance,
+    feature_drift,
+    live_performance,
+)
 from ml_assets.defs.assets.training import MODEL_NAME
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.jobs import training_job
@@ -25,6 +30,7 @@ AS_OF_TAG = "ml_assets/as_of"
 TRIGGER_DAYS_TAG = "ml_assets/trigger_days"
 REASON_TAG = "ml_assets/trigger_reason"
 RETRAINING = SPEC.monitoring.retraining
+PERFORMANCE = SPEC.monitoring.performance
 FINISHED = {dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED}
 
 
@@ -51,27 +57,39 @@ def retrain_request(trigger: str, as_of: str, reason: str, days: tuple[str, ...]
     )
 
 
-def _read_new_reports(instance: dg.DagsterInstance, key: dg.AssetKey, state: dict, verdict_of) -> list[str]:
-    """Fold the materializations after the cursor into state["verdicts"]; the days read, in order."""
+def _read_new_reports(instance: dg.DagsterInstance, key: dg.AssetKey, state: dict, verdict_of,
+                      until_day: str | None = None, slot: str = "") -> list[str]:
+    """Fold the materializations after the cursor into state["verdicts" + slot]; the days read, in order.
+
+    ``until_day`` (the replay judging day by day over a range run): stop before the first report of a
+    later day and leave the cursor there, so the next tick reads it.
+    """
+    after, verdicts = f"after{slot}", state.setdefault(f"verdicts{slot}", {})
     records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, after_storage_id=state.get("after")), limit=10_000, ascending=True
+        dg.AssetRecordsFilter(asset_key=key, after_storage_id=state.get(after)), limit=10_000, ascending=True
     ).records
     days = []
     for record in records:
         materialization = record.asset_materialization
+        if until_day is not None and materialization.partition and materialization.partition > until_day:
+            break
         verdict = verdict_of(materialization.metadata)
         if verdict is not None and materialization.partition:
-            state["verdicts"][materialization.partition] = verdict
+            verdicts[materialization.partition] = verdict
             days.append(materialization.partition)
-        state["after"] = record.storage_id
+        state[after] = record.storage_id
     return days
 
 
 def _tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource, *, signal: str, trigger: str,
-          key: dg.AssetKey, verdict_of, on_no_champion=None):
+          key: dg.AssetKey, verdict_of, on_no_champion=None, until_day: str | None = None, estimates=None):
+    """One evaluation; ``estimates`` = (asset key, verdict_of) of a signal counted on days the main one has
+    not judged yet (the CBPE estimate before labels land); a realised verdict replaces it."""
     state = json.loads(context.cursor) if context.cursor else {"after": None, "verdicts": {}}
     previously = set(state["verdicts"])
-    read = _read_new_reports(context.instance, key, state, verdict_of)
+    read = _read_new_reports(context.instance, key, state, verdict_of, until_day)
+    if estimates is not None:
+        read += _read_new_reports(context.instance, estimates[0], state, estimates[1], until_day, slot="_estimated")
     news = f"{len(read)} new report(s) ({len(set(read) & previously)} re-judged day(s))" if read else "no new report"
     store = blob_store.models()
     champion = store.champion(MODEL_NAME).version
@@ -96,9 +114,11 @@ def _tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource, *,
 
     as_of = champion_as_of(store.get(MODEL_NAME, champion).manifest)
     # Only this champion's reports on days it never saw count; the rest leave the cursor.
-    state["verdicts"] = {day: v for day, v in state["verdicts"].items()
-                         if v[2] == champion and (as_of is None or day > as_of)}
-    verdicts = {day: DayVerdict(day, bool(v[0]), v[1]) for day, v in state["verdicts"].items()}
+    for slot in ("verdicts", "verdicts_estimated"):
+        if slot in state:
+            state[slot] = {day: v for day, v in state[slot].items() if v[2] == champion and (as_of is None or day > as_of)}
+    merged = {**state.get("verdicts_estimated", {}), **state["verdicts"]}
+    verdicts = {day: DayVerdict(day, bool(v[0]), v[1]) for day, v in merged.items()}
     decision = decide(verdicts, signal=signal, debounce_days=RETRAINING.debounce_days, cooldown_until=cooldown_until)
     if not decision.request:
         return result(decision)
@@ -149,18 +169,31 @@ def _bootstrap(blob_store: BlobStoreResource):
            description="Retrains when the share of drifted features stays at or over its threshold for "
                        f"{RETRAINING.debounce_days} consecutive days; trains the first model once enough days are labelled.")
 def retrain_on_drift_sensor(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource):
+    return drift_tick(context, blob_store)
+
+
+def drift_tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource, until_day: str | None = None):
+    """The drift sensor's evaluation; ``until_day``: judged as of that day (the replay over range runs)."""
     return _tick(context, blob_store, signal="feature drift", trigger="drift", key=feature_drift.key,
-                 verdict_of=_drift_verdict, on_no_champion=_bootstrap(blob_store))
+                 verdict_of=_drift_verdict, on_no_champion=_bootstrap(blob_store), until_day=until_day)
 
 
 @dg.sensor(name="retrain_on_performance", job=training_job, minimum_interval_seconds=60,
            default_status=dg.DefaultSensorStatus.RUNNING,
-           description=f"Retrains when the champion's live {SPEC.monitoring.performance.metric} stays more than "
-                       f"{SPEC.monitoring.performance.max_drop} below its holdout value for "
-                       f"{RETRAINING.debounce_days} consecutive labelled days.")
+           description=f"Retrains when the champion's live {PERFORMANCE.metric} over the trailing "
+                       f"{PERFORMANCE.window_days} labelled days is significantly more than {PERFORMANCE.max_drop} "
+                       f"below its holdout value (rule {PERFORMANCE.rule}, {PERFORMANCE.confidence:.0%} interval) on "
+                       f"{RETRAINING.debounce_days} consecutive days"
+                       + ("; CBPE estimates count until labels land." if PERFORMANCE.use_estimate else "."))
 def retrain_on_performance_sensor(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource):
+    return performance_tick(context, blob_store)
+
+
+def performance_tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource, until_day: str | None = None):
+    """The performance sensor's evaluation; ``until_day``: judged as of that day (the replay over range runs)."""
+    estimates = (estimated_performance.key, _performance_verdict) if PERFORMANCE.use_estimate else None
     return _tick(context, blob_store, signal="live performance", trigger="performance", key=live_performance.key,
-                 verdict_of=_performance_verdict)
+                 verdict_of=_performance_verdict, until_day=until_day, estimates=estimates)
 
 
 @dg.schedule(name="retrain_fallback", job=training_job, cron_schedule=RETRAINING.fallback_cron or "0 6 * * 1",

@@ -1,0 +1,207 @@
+"""Live performance of the champion: realised over a trailing window of labelled days (with its interval),
+and estimated from its probabilities alone (CBPE) as soon as a day's features land."""
+
+import datetime as dt
+
+import dagster as dg
+
+from ml_assets.defs.assets.champion import (
+    MONITORING_GROUP,
+    champion_as_of,
+    champion_or_fail,
+    day_labelled_scores,
+    day_probabilities,
+    per_day,
+)
+from ml_assets.defs.assets.deployment import deployed_model
+from ml_assets.defs.assets.features import features
+from ml_assets.defs.assets.labels import labels
+from ml_assets.defs.assets.training import MODEL_NAME
+from ml_assets.defs.automation import on_day_changed_ignoring
+from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.execution import STORE_RETRY, permanent_failure
+from ml_assets.defs.partitions import daily_partitions
+from ml_assets.resources.blob_store import BlobStoreResource
+from ml_assets.storage import BlobNotFoundError
+
+PERFORMANCE = SPEC.monitoring.performance
+FEED = SPEC.label_feed
+
+
+def estimate_blob(day: str) -> str:
+    return f"artifacts/estimates/{MODEL_NAME}/{day}.json"
+
+
+def _day(day: str, offset: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=offset)).isoformat()
+
+
+def label_state(datasets, day: str) -> tuple[bool, float | None, str | None, str]:
+    """(ready to judge, label coverage, labels version, why not) of the day's labels.
+
+    With a label feed: ready once the share of the day's examples whose outcome landed reaches
+    min_label_coverage (stored by the labels asset, ml_assets.ml.labels). Without one: complete once
+    the labels of the day label_lag_days later exist (the lag is simulated).
+    """
+    from ml_assets.ml.labels import stored_label_stats
+
+    current = datasets.current("labels", day)
+    if current is None:
+        return False, None, None, f"labels of {day} have not landed"
+    if FEED is not None:
+        stats = stored_label_stats(datasets, day)
+        need = PERFORMANCE.min_label_coverage or FEED.min_coverage
+        if stats is None:
+            return False, None, current.version, f"the label coverage of {day} is not stored yet"
+        coverage = float(stats["coverage"])
+        why = "" if coverage >= need else f"label coverage of {day} is {coverage:.0%} < {need:.0%}"
+        return coverage >= need, coverage, current.version, why
+    settled = _day(day, PERFORMANCE.label_lag_days)
+    if datasets.current("labels", settled) is None:
+        return False, None, current.version, (f"labels of {day} are not complete until the labels of {settled} exist "
+                                              f"(label_lag_days={PERFORMANCE.label_lag_days})")
+    return True, None, current.version, ""
+
+
+def _stored_estimate(blob_store: BlobStoreResource, day: str, version: int) -> dict | None:
+    try:
+        stored = blob_store.get_json(estimate_blob(day))
+    except BlobNotFoundError:
+        return None
+    return stored if stored.get("champion_version") == version else None
+
+
+def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, day: str) -> dict | None:
+    import numpy as np
+
+    from ml_assets.ml.evaluation import compute_metrics
+    from ml_assets.ml.performance import window_performance, window_table
+
+    datasets = blob_store.datasets()
+    ready, coverage, labels_version, why = label_state(datasets, day)
+    if not ready:
+        # Not a failure: automation may ask before the labels settle; their landing asks again.
+        context.log.info(f"{day} not judged yet: {why}")
+        return None
+    version, manifest = champion_or_fail(blob_store)
+    as_of = champion_as_of(manifest)
+    inside = bool(as_of and day <= as_of)
+    window, per_day_rows, ys, ps = [], [], [], []
+    for back in reversed(range(PERFORMANCE.window_days)):
+        d = _day(day, -back)
+        if d != day and (not inside and as_of and d <= as_of):
+            continue  # days the champion trained or was held out on say nothing about it live
+        d_ready, d_coverage, d_version, _ = (ready, coverage, labels_version, "") if d == day else label_state(datasets, d)
+        if datasets.current("features", d) is None:
+            if d == day:
+                raise permanent_failure(f"features has no data for {day}")
+            continue
+        if not d_ready:
+            continue
+        y, p = day_labelled_scores(blob_store, version, manifest, d, d_version)
+        window.append(d)
+        ys.append(y)
+        ps.append(p)
+        value = getattr(compute_metrics(y, p, SPEC.promotion.decision_threshold), PERFORMANCE.metric) if y.size else None
+        estimate = _stored_estimate(blob_store, d, version) or {}
+        per_day_rows.append({"day": d, "rows": int(y.size), "positives": int(y.sum()), "coverage": d_coverage,
+                             "value": value, "estimate": estimate.get("expected"),
+                             "estimate_low": estimate.get("low"), "estimate_high": estimate.get("high")})
+    holdout = manifest["metrics"]["holdout"].get(PERFORMANCE.metric)
+    result = window_performance(
+        np.concatenate(ys), np.concatenate(ps), metric=PERFORMANCE.metric, holdout_value=holdout,
+        max_drop=PERFORMANCE.max_drop, confidence=PERFORMANCE.confidence, rule=PERFORMANCE.rule,
+        min_rows=PERFORMANCE.min_rows, min_class_rows=PERFORMANCE.min_class_rows,
+        threshold=SPEC.promotion.decision_threshold, days=window)
+    today = per_day_rows[-1]
+    na = "n/a"
+    return {
+        "champion_version": version, "metric": PERFORMANCE.metric,
+        "live": result.live if result.live is not None else na, "holdout": result.holdout,
+        "low": result.low if result.low is not None else na, "high": result.high if result.high is not None else na,
+        "drop": result.drop if result.drop is not None else na,
+        "drop_low": result.drop_low if result.drop_low is not None else na,
+        "drop_high": result.drop_high if result.drop_high is not None else na,
+        "max_drop": result.max_drop, "confidence": PERFORMANCE.confidence, "rule": PERFORMANCE.rule,
+        "judged": result.judged, "flagged": result.flagged, "rows": result.rows, "positives": result.positives,
+        "summary": result.summary, "in_champion_window": inside,
+        "window": f"{window[0]}..{window[-1]} ({len(window)} days)", "window_days": dg.MetadataValue.json(window),
+        "day_rows": today["rows"], "day_value": today["value"] if today["value"] is not None else na,
+        "labels_version": labels_version or na, "label_coverage": coverage if coverage is not None else na,
+        "estimate": today["estimate"] if today["estimate"] is not None else na,
+        "performance_table": dg.MetadataValue.md(window_table(result, per_day_rows)),
+    }
+
+
+labels_settled = dg.TimeWindowPartitionMapping(
+    start_offset=0, end_offset=0 if FEED is not None else PERFORMANCE.label_lag_days,
+    allow_nonexistent_upstream_partitions=True)
+
+
+# The day's run must not race the run of the later labels it waits for: requested in the same tick,
+# they would be two runs (two partitions), and a day run first is not judged and not asked again.
+judge_when_labels_settled = (
+    on_day_changed_ignoring(deployed_model)
+    & ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+).with_label("the day's data and its settling labels landed, and no dependency is being requested")
+
+
+@dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, kinds={"python"}, code_version="2",
+          deps=[features, dg.AssetDep(labels, partition_mapping=labels_settled), deployed_model],
+          automation_condition=judge_when_labels_settled, retry_policy=STORE_RETRY, output_required=False)
+def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource):
+    """The champion's metric over the trailing window of labelled days, with its interval, against its holdout value."""
+    yield from per_day(context, lambda day: _judge_window(context, blob_store, day))
+
+
+def _estimate_day(blob_store: BlobStoreResource, day: str) -> dict:
+    from ml_assets.ml.cbpe import estimate
+    from ml_assets.ml.performance import judge_estimate
+
+    version, manifest = champion_or_fail(blob_store)
+    probabilities = day_probabilities(blob_store, version, manifest, day)
+    if len(probabilities) == 0:
+        raise permanent_failure(f"features of {day} hold no rows to estimate performance on")
+    threshold = SPEC.promotion.decision_threshold
+    est = estimate(probabilities, threshold=threshold, samples=PERFORMANCE.estimate_samples,
+                   confidence=PERFORMANCE.confidence)
+    holdout = manifest["metrics"]["holdout"].get(PERFORMANCE.metric)
+    result = judge_estimate(est, metric=PERFORMANCE.metric, holdout_value=holdout, max_drop=PERFORMANCE.max_drop,
+                            rule=PERFORMANCE.rule, day=day)
+    as_of = champion_as_of(manifest)
+    blob_store.put_json(estimate_blob(day), {
+        "day": day, "champion_version": version, "metric": PERFORMANCE.metric, "expected": result.live,
+        "low": result.low, "high": result.high, "estimate": est.as_dict(), "verdict": result.as_dict(),
+    })
+    na = "n/a"
+
+    def band(value, low, high) -> str:
+        return na if value is None else f"{value:.4f} [{low:.4f}, {high:.4f}]"
+
+    table = "\n".join([
+        "| metric | CBPE estimate [band] | holdout |", "|---|---|---|",
+        f"| accuracy | {band(est.accuracy, est.accuracy_low, est.accuracy_high)} | "
+        f"{manifest['metrics']['holdout'].get('accuracy', na)} |",
+        f"| roc_auc | {band(est.roc_auc, est.roc_auc_low, est.roc_auc_high)} | "
+        f"{manifest['metrics']['holdout'].get('roc_auc', na)} |",
+    ])
+    return {
+        "champion_version": version, "metric": PERFORMANCE.metric,
+        "expected": result.live if result.live is not None else na,
+        "low": result.low if result.low is not None else na, "high": result.high if result.high is not None else na,
+        "holdout": result.holdout, "drop": result.drop if result.drop is not None else na,
+        "drop_low": result.drop_low if result.drop_low is not None else na,
+        "drop_high": result.drop_high if result.drop_high is not None else na,
+        "max_drop": result.max_drop, "rule": PERFORMANCE.rule, "confidence": PERFORMANCE.confidence, "judged": result.judged, "flagged": result.flagged,
+        "summary": "CBPE estimate: " + result.summary, "rows": est.n, "in_champion_window": bool(as_of and day <= as_of),
+        "expected_accuracy": est.accuracy, "expected_roc_auc": est.roc_auc if est.roc_auc is not None else na,
+        "estimate_table": dg.MetadataValue.md(table),
+    }
+
+
+@dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, deps=[features, deployed_model],
+          kinds={"python"}, code_version="1", automation_condition=on_day_changed_ignoring(deployed_model),
+          retry_policy=STORE_RETRY, output_required=False)
+def estimated_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource):
+    """The champion's expected accuracy and ROC AUC on the day from its calibrated probabilities alone (CBPE), with a band."""
+    yield from per_day(context, lambda day: _estimate_day(blob_store, day))
