@@ -343,3 +343,43 @@ def bootstrap_interval(
     low, high = np.quantile(samples, [tail, 1.0 - tail])
     return MetricInterval("bootstrap", float(value), float(samples.std(ddof=1)), float(low), float(high),
                           confidence, int(labels.size), positives)
+
+
+
+def group_bootstrap_interval(
+    y, p, metric: Callable[[np.ndarray, np.ndarray], float | None], groups, *, resamples: int = 1000,
+    seed: int = 13, confidence: float = 0.95,
+) -> MetricInterval:
+    """``bootstrap_interval`` resampling whole groups (e.g. holdout days) instead of rows.
+
+    Keeps within-group correlation, as ``paired_bootstrap(groups=...)`` does for differences.
+    """
+    labels, positives = _two_class(y)
+    scores = _scores(p, labels.size, "p")
+    keys = np.asarray(groups)
+    if keys.shape != (labels.size,):
+        raise ValueError(f"groups must hold one key per row: {labels.size} rows, got shape {keys.shape}")
+    if resamples < 10:
+        raise ValueError(f"resamples must be at least 10, got {resamples}")
+    normal_quantile(confidence)
+    _, codes = np.unique(keys, return_inverse=True)
+    members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    if len(members) < 2:
+        raise ValueError("a group bootstrap needs at least 2 groups")
+    value = metric(labels, scores)
+    if not _defined(value):
+        raise ValueError("the metric is undefined on these rows (e.g. a single class)")
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(resamples):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        draw = metric(labels[rows], scores[rows])
+        if _defined(draw):
+            draws.append(draw)
+    if len(draws) < resamples // 2:
+        raise ValueError(f"the metric was undefined on {resamples - len(draws)} of {resamples} resamples")
+    samples = np.asarray(draws, dtype=float)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(samples, [tail, 1.0 - tail])
+    return MetricInterval("bootstrap", float(value), float(samples.std(ddof=1)), float(low), float(high),
+                          confidence, int(labels.size), positives)
