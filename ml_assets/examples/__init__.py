@@ -13,7 +13,14 @@ def _nycflights13() -> dict[str, pd.DataFrame]:
     return load()
 
 
-LOADERS: dict[str, Callable[[], dict[str, pd.DataFrame]]] = {"nycflights13": _nycflights13}
+def _nycflights13_label_feed() -> dict[str, pd.DataFrame]:
+    from ml_assets.examples.nycflights13 import load_with_label_feed
+
+    return load_with_label_feed()
+
+
+LOADERS: dict[str, Callable[[], dict[str, pd.DataFrame]]] = {
+    "nycflights13": _nycflights13, "nycflights13_label_feed": _nycflights13_label_feed}
 
 
 def load_example(name: str) -> dict[str, pd.DataFrame]:
