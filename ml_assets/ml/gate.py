@@ -8,6 +8,14 @@ Comparisons judge the paired DIFFERENCE on the same holdout rows with its interv
 (ml_assets.ml.comparison): superiority passes when the interval's lower end of the improvement is
 above +margin, non-inferiority when it is above -margin. A slice fails only when its regression
 beyond max_slice_regression is significant after the Holm / Benjamini-Hochberg correction.
+
+Absolute bars (e.g. ece <= 0.1) are judged on the candidate's own bootstrap interval at the spec's
+confidence when the evaluation carries one ({"intervals": {metric: {estimate, low, high}}}, from
+:func:`absolute_intervals`): like a slice, a bar fails only when the interval lies wholly on the wrong
+side of it (lower end above an "at most" bar, upper end below an "at least" bar), i.e. the miss is
+significant at the one-sided level (1 - confidence) / 2. ECE's estimator is biased upward on few rows
+(a perfectly calibrated model still scores about sqrt(bins / n)), so a point-estimate bar would
+block good small-sample candidates on noise. Without an interval the point estimate is judged.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class Verdict:
         return [asdict(row) for row in self.rows]
 
     def markdown(self) -> str:
+        # estimate/interval: the improvement for comparisons; for absolute bars, the metric itself
         lines = [
             "| rule | metric | slice | n (pos) | candidate | reference | estimate | interval | criterion | adj. p "
             "| result |",
@@ -75,7 +84,8 @@ class Verdict:
                 result += f" ({r.note})"
             lines.append(
                 f"| {r.rule} | {r.metric} | {r.slice} | {_count(r.n, r.positives)} | {_fmt(r.candidate)} "
-                f"| {_fmt(r.champion)} | {_fmt(r.delta, signed=True)} | {_interval(r.low, r.high)} "
+                f"| {_fmt(r.champion)} | {_fmt(r.delta, signed=r.rule != 'absolute')} "
+                f"| {_interval(r.low, r.high, signed=r.rule != 'absolute')} "
                 f"| {r.criterion or _fmt(r.threshold)} | {_fmt(r.p_value)} | {result} |"
             )
         return "\n".join(lines)
@@ -87,8 +97,10 @@ def _fmt(value: float | None, signed: bool = False) -> str:
     return f"{value:+.4f}" if signed else f"{value:.4f}"
 
 
-def _interval(low: float | None, high: float | None) -> str:
-    return "n/a" if low is None or high is None else f"[{low:+.4f}, {high:+.4f}]"
+def _interval(low: float | None, high: float | None, signed: bool = True) -> str:
+    if low is None or high is None:
+        return "n/a"
+    return f"[{_fmt(low, signed)}, {_fmt(high, signed)}]"
 
 
 def _count(n: int | None, positives: int | None) -> str:
@@ -149,19 +161,52 @@ def decide(
                    forced_reason=force_reason.strip() if forced else None, summary=summary, failures=failures)
 
 
+def absolute_intervals(spec: PromotionSpec, y, p, days=None) -> dict[str, dict]:
+    """The candidate's interval of every metric with an absolute bar, for ``decide`` (evaluation["intervals"]).
+
+    Bootstrap at the spec's confidence, resamples and seed; whole days when bootstrap_unit is "day".
+    """
+    # numpy: kept out of the code location's import
+    from ml_assets.ml.metrics import metric_intervals
+
+    groups = None
+    if spec.bootstrap_unit == "day":
+        if days is None:
+            raise ValueError("bootstrap_unit is 'day' but no day is given per row")
+        groups = [str(d) for d in days]
+    return metric_intervals(y, p, sorted(spec.absolute), threshold=spec.decision_threshold,
+                            confidence=spec.confidence, resamples=spec.bootstrap_resamples, seed=spec.seed,
+                            groups=groups)
+
+
 def _absolute_rows(spec: PromotionSpec, candidate: dict) -> list[VerdictRow]:
     rows = []
     for metric, bar in sorted(spec.absolute.items()):
         value = candidate.get("overall", {}).get(metric)
         higher = HIGHER_IS_BETTER[metric]
-        criterion = f"{'>=' if higher else '<='} {bar:.4f}"
+        interval = (candidate.get("intervals") or {}).get(metric) or {}
         if value is None:
             rows.append(VerdictRow("absolute", metric, OVERALL, None, None, None, bar, False, "metric missing",
-                                   criterion=criterion))
+                                   criterion=f"{'>=' if higher else '<='} {bar:.4f}"))
+            continue
+        if "low" in interval and "high" in interval:
+            low, high = interval["low"], interval["high"]
+            # Fails only when the whole interval misses the bar.
+            ok = high >= bar if higher else low <= bar
+            end = "upper end" if higher else "lower end"
+            criterion = (f"fails if the interval's {end} is {'below' if higher else 'above'} {bar:.4f} "
+                         f"({interval.get('confidence', spec.confidence):.0%} interval)")
+            note = "" if ok else f"interval wholly {'below' if higher else 'above'} the bar"
+            rows.append(VerdictRow("absolute", metric, OVERALL, value, None, interval.get("estimate", value), bar, ok,
+                                   note, low=low, high=high, criterion=criterion, n=interval.get("n"),
+                                   positives=interval.get("positives")))
             continue
         ok = value >= bar if higher else value <= bar
-        rows.append(VerdictRow("absolute", metric, OVERALL, value, None, None, bar, ok,
-                               "" if ok else ("below bar" if higher else "above bar"), criterion=criterion))
+        note = "" if ok else ("below bar" if higher else "above bar")
+        if "error" in interval:
+            note = (note + "; " if note else "") + f"no interval: {interval['error']}"
+        rows.append(VerdictRow("absolute", metric, OVERALL, value, None, None, bar, ok, note,
+                               criterion=f"{'>=' if higher else '<='} {bar:.4f} (point estimate)"))
     return rows
 
 

@@ -198,3 +198,57 @@ def test_paired_bootstrap_over_days_for_a_lower_is_better_metric():
     assert all(r.n == 1000 for r in verdict.rows if r.rule == "slice regression")
     again = compare(spec, y, candidate, champion, reference="champion", metrics=["log_loss"], slices=slices, days=days)
     assert again == vs_champion  # seeded
+
+
+# --- absolute bars judged with the candidate's own interval (ECE after calibration) ------------------
+
+
+def _scored(n, seed, shift):
+    """Labels drawn from a true probability, and predictions ``shift`` above it (ECE about ``shift``)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0.05, 0.75, n)
+    y = (rng.random(n) < truth).astype(int)
+    return y, np.clip(truth + shift, 0.0, 1.0), rng.integers(0, 7, n)
+
+
+def _absolute_verdict(y, p, days=None, with_intervals=True):
+    from ml_assets.ml.evaluation import compute_metrics
+    from ml_assets.ml.gate import absolute_intervals
+
+    spec = PromotionSpec(absolute={"roc_auc": 0.6, "ece": 0.1}, bootstrap_resamples=400,
+                         bootstrap_unit="row" if days is None else "day")
+    candidate = {"overall": compute_metrics(y, p).as_dict(), "slices": {}}
+    if with_intervals:
+        candidate["intervals"] = absolute_intervals(spec, y, p, days)
+    return decide(spec, candidate, None, HEALTHY), candidate
+
+
+def test_a_calibrated_candidate_passes_the_ece_bar_and_the_table_shows_estimate_interval_and_rule():
+    y, p, _ = _scored(4000, seed=1, shift=0.0)
+    verdict, candidate = _absolute_verdict(y, p)
+    ece = next(r for r in verdict.rows if r.rule == "absolute" and r.metric == "ece")
+    assert ece.passed and ece.candidate < 0.03
+    assert ece.low <= ece.candidate <= ece.high and ece.high < 0.1
+    assert candidate["intervals"]["ece"]["estimate"] == pytest.approx(candidate["overall"]["ece"])
+    line = next(x for x in verdict.markdown().splitlines() if x.startswith("| absolute | ece"))
+    assert f"[{ece.low:.4f}, {ece.high:.4f}]" in line and "lower end is above 0.1000 (95% interval)" in line
+
+
+def test_a_clearly_miscalibrated_candidate_fails_the_ece_bar():
+    y, p, _ = _scored(4000, seed=2, shift=0.2)
+    verdict, _ = _absolute_verdict(y, p)
+    ece = next(r for r in verdict.rows if r.metric == "ece")
+    assert not ece.passed and ece.low > 0.1
+    assert "interval wholly above the bar" in ece.note
+    assert ("absolute", "ece", "overall") in failed_rules(verdict)
+
+
+def test_an_ece_above_the_bar_within_its_interval_passes_but_fails_on_the_point_estimate():
+    y, p, days = _scored(160, seed=3, shift=0.11)
+    verdict, _ = _absolute_verdict(y, p, days=days)  # whole days resampled
+    ece = next(r for r in verdict.rows if r.metric == "ece")
+    assert ece.candidate > 0.1 > ece.low  # the known answer: a miss not established at 95%
+    assert ece.passed
+    without, _ = _absolute_verdict(y, p, with_intervals=False)
+    point = next(r for r in without.rows if r.metric == "ece")
+    assert not point.passed and "point estimate" in point.criterion
