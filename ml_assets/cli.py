@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 import warnings
 
 
@@ -48,77 +47,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         backfill_id = launch_range_backfill(instance, defs, assets, args.start, args.end)
     print(f"backfill {backfill_id}: {','.join(assets)} {args.start}..{args.end}; the daemon launches one run "
-          "per contiguous range for the Spark assets (features, labels, clusters), one per day for raw")
+          "per contiguous range (raw, features, labels, clusters); each day keeps its own check verdicts")
     return 0
-
-
-TIMELINE = (("day", 10), ("drift (counted features)", 28), ("live roc_auc (vs holdout)", 25),
-            ("action", 56), ("champion", 8))
-
-
-def _timeline_line(values: list[str]) -> str:
-    return "  ".join(f"{v:<{w}}" for v, (_, w) in zip(values, TIMELINE, strict=True))
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    import dagster as dg
-
-    from ml_assets.definitions import defs
-    from ml_assets.demo import Demo
-
-    started = time.perf_counter()
-
-    def print_row(row) -> None:
-        print(_timeline_line([row.day, row.drift, row.live, row.action[:56],
-                              f"v{row.champion}" if row.champion else "-"]), flush=True)
-        if row.note:
-            print(f"{'':12}{row.note}", flush=True)
-        if row.verdict != "-":
-            print(f"{'':12}gate {row.verdict}"
-                  + (f"; serving it {row.seconds_to_serving:.0f} s after the day landed" if row.seconds_to_serving else ""),
-                  flush=True)
-
-    with dg.DagsterInstance.get() as instance:
-        demo = Demo(defs, instance, log=lambda message: None)
-        print(f"Landing {args.start}..{args.end}, {args.step_days} days at a time; every day is judged and the "
-              "retraining sensors tick after it.\n")
-        print(_timeline_line([name for name, _ in TIMELINE]))
-        rows = demo.run_loop(args.start, args.end, args.step_days, on_row=print_row)
-        probe = demo.probe_serving() if demo.cycles else None
-    cycles = demo.cycles
-    print()
-    _print_table([
-        {"as_of": c.as_of, "status": c.status, "candidate": c.candidate, "deployed": c.deployed_version or "-",
-         "champion": c.champion_after or "-", "seconds": round(c.seconds, 1),
-         "report": c.report_sent_to.rsplit("/", 1)[-1]}
-        for c in cycles
-    ])
-    serving = [r.seconds_to_serving for r in rows if r.seconds_to_serving]
-    if serving:
-        print(f"\nfrom a day landing to its retrained model serving: {', '.join(f'{s:.0f} s' for s in serving)} "
-              f"(the day's whole {args.step_days}-day batch included)")
-    if probe:
-        print(f"serving {probe['url']} (champion v{probe['version']}): {probe['rows']} sample rows predicted "
-              f"over HTTP; max |server - batch| = {probe['max_abs_diff']:.2e}; single-row p50 {probe['p50_ms']:.2f} ms")
-    timings = ", ".join(f"{k} {v:.1f}s" for k, v in demo.report.seconds.items())
-    print(f"\n{len(rows)} days; held back by their checks: {len(demo.report.failed_days)}; {timings}; "
-          f"total {time.perf_counter() - started:.0f}s")
-    print(f"Dagster history in {instance.root_directory}: `make dev` opens the UI.")
-    if not cycles:
-        print("no training cycle ran in this range (the first model needs a full training window and "
-              "holdout of labelled days): exit code 1")
-    failed = not cycles or any(c.status == "failed" for c in cycles)
-    return 1 if failed else 0
-
-
-def _print_table(rows: list[dict]) -> None:
-    if not rows:
-        return
-    columns = list(rows[0])
-    widths = {c: max(len(c), *(len("-" if r[c] is None else str(r[c])) for r in rows)) for c in columns}
-    print("  ".join(f"{c:>{widths[c]}}" for c in columns))
-    for row in rows:
-        print("  ".join(f"{'-' if row[c] is None else row[c]!s:>{widths[c]}}" for c in columns))
 
 
 def _model_store():
@@ -140,8 +70,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     limits = ServingLimits(max_body_bytes=args.max_body_bytes, max_instances=args.max_instances,
                            body_timeout_s=args.body_timeout, header_timeout_s=args.header_timeout)
-    serve(_model_store(), args.model or _active_model(), host=args.host, port=args.port, poll_interval=args.poll_interval,
-          limits=limits)
+    from ml_assets.defs.dataset import SPEC
+    from ml_assets.ml.values import feature_value_types
+
+    model = args.model or SPEC.name
+    # Versions whose manifest has no value_types read requests by the active spec's raw types.
+    value_types = feature_value_types(SPEC) if model == SPEC.name else None
+    serve(_model_store(), model, host=args.host, port=args.port, poll_interval=args.poll_interval,
+          limits=limits, value_types=value_types)
     return 0
 
 
@@ -187,16 +123,14 @@ def main(argv: list[str] | None = None) -> int:
                       help="volume: each day's rows x N (resampled with jitter, keys unique; default 1)")
     land.add_argument("--seed", type=int, default=0, help="seed of --scale's resampling (default 0)")
     land.set_defaults(func=cmd_land)
-    backfill = sub.add_parser("backfill", help="queue a range backfill (one run per range for Spark assets)")
+    backfill = sub.add_parser("backfill", help="queue a range backfill (one run per range; raw days judged one by one)")
     backfill.add_argument("--assets", default="features,labels", help="comma-separated partitioned assets")
     backfill.add_argument("--start", type=_date, required=True)
     backfill.add_argument("--end", type=_date, required=True)
     backfill.set_defaults(func=cmd_backfill)
-    demo = sub.add_parser("demo", help="the main job: land day after day; drift and performance drive retraining")
-    demo.add_argument("--start", type=_date, default=dt.date(2013, 1, 1), help="first day landed")
-    demo.add_argument("--end", type=_date, default=dt.date(2013, 6, 30), help="last day landed")
-    demo.add_argument("--step-days", type=int, default=7, help="days landed at a time")
-    demo.set_defaults(func=cmd_demo)
+    from ml_assets.replay.command import add_replay_commands
+
+    add_replay_commands(sub)
     serve = sub.add_parser("serve", help="serve the champion over the TensorFlow Serving REST API")
     serve.add_argument("--model", default=None, help=MODEL_HELP)
     serve.add_argument("--host", default="127.0.0.1")
@@ -229,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
 
     add_spec_command(sub)
     args = parser.parse_args(argv)
-    if args.command in ("land", "demo", "backfill") and args.end < args.start:
+    if args.command in ("land", "demo", "replay", "backfill") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
     if args.command == "land" and not 1 <= args.scale <= 1000:
         parser.error(f"--scale {args.scale} is not in 1..1000")

@@ -60,6 +60,35 @@ class EnvConfigError(ValueError):
     """An environment variable is missing or malformed; the message names it (never a secret's value)."""
 
 
+SPEC_VAR = "ML_ASSETS_SPEC"
+DEFAULT_SPEC = "flights"
+
+
+def spec_name() -> str:
+    """ML_ASSETS_SPEC: the active dataset spec, a bundled spec's name or a YAML path (default flights)."""
+    return (_env(SPEC_VAR) or DEFAULT_SPEC).strip()
+
+
+def select_spec(name_or_path: str) -> None:
+    """Make a spec the active one of this process and of the processes it starts.
+
+    Call it before ``ml_assets.definitions`` is imported: the definitions are built for one spec.
+    The spec is loaded here, so a bad name or file fails now with the spec's own error.
+    """
+    import sys
+
+    from ml_assets.spec import load_spec
+
+    path = Path(name_or_path).expanduser()
+    value = str(path.resolve()) if path.suffix in (".yaml", ".yml") or path.exists() else name_or_path.strip()
+    spec = load_spec(value)
+    loaded = sys.modules.get("ml_assets.defs.dataset")
+    if loaded is not None and spec != loaded.SPEC:
+        raise EnvConfigError(f"spec {spec.name!r} ({value}) cannot be selected: this process already loaded the "
+                             f"definitions of spec {loaded.SPEC.name!r}")
+    os.environ[SPEC_VAR] = value
+
+
 def _env(name: str) -> str | None:
     """The variable's value; unset and blank are the same."""
     value = os.environ.get(name)

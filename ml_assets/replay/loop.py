@@ -1,0 +1,395 @@
+"""The continuous-training loop, driven in process the way the daemon's sensors and automation would."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+
+import dagster as dg
+
+from ml_assets.defs.dataset import SPEC
+from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
+from ml_assets.landing import days_between
+from ml_assets.replay.timeline import (
+    CycleOutcome,
+    ReplayReport,
+    TimelineRow,
+    contiguous_ranges,
+    failure_message,
+    waiting_for,
+)
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Every event stays in the run history (and the UI); the terminal gets the replay's own summary.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+FEATURES, LABELS, CLUSTERS = dg.AssetKey("features"), dg.AssetKey("labels"), dg.AssetKey("clusters")
+CLUSTER_MODEL = dg.AssetKey("cluster_model")
+
+
+class ReplayError(Exception):
+    """The replay cannot start or go on; the message names the thing and the problem."""
+
+
+class Replay:
+    """Lands days batch by batch and brings every asset up to date; judges each day and ticks the sensors."""
+
+    def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, log=print,
+                 lander: Callable[[Sequence[dt.date]], list] | None = None):
+        self.defs, self.instance, self.log = defs, instance, log
+        self.resources = defs.resources
+        self.job = defs.resolve_implicit_global_asset_job_def()
+        self.report = ReplayReport()
+        self.sensor_cursor: str | None = None
+        self.sensor_cursors: dict[str, str | None] = {}
+        self.cycles: list[CycleOutcome] = []
+        self.serving_url: str | None = None
+        self._lander = lander
+
+    # --- landing and materializing ------------------------------------------------------------
+
+    def _land(self, days: list[dt.date]) -> list:
+        """Land the days (the `lander` given, else the spec's bundled example): the blobs written."""
+        if self._lander is None:
+            if not SPEC.example_data:
+                raise ReplayError(f"spec {SPEC.name!r} names no example_data: pass --from PATH with its files")
+            from ml_assets.examples import load_example
+            from ml_assets.landing import land
+
+            store = self.resources["blob_store"].blob_store()
+            frames = load_example(SPEC.example_data)
+            self._lander = lambda batch: land(store, SPEC, frames, batch, progress=True)
+        return self._lander(days)
+
+    def land_and_materialize(self, start: dt.date, end: dt.date, refit_clusters: bool = True) -> list[str]:
+        """Land [start, end], then raw (as the landed_blobs sensor requests it), features, labels, clusters.
+
+        Returns the days of [start, end] whose raw data and features passed their checks. Without
+        ``refit_clusters`` the existing cluster model assigns the new days only (it is fitted as soon
+        as features exist when there is none yet).
+        """
+        days = [d.isoformat() for d in days_between(start, end)]
+        self.report.days += days
+        began = time.perf_counter()
+        landed = self._land(days_between(start, end))
+        landed_days = {b.day.isoformat() for b in landed}
+        self.report.empty_days += [d for d in days if d not in landed_days]
+        self.report.add_seconds("land", began)
+        self.log(f"landed {len(landed)} blobs for {start}..{end}")
+
+        began = time.perf_counter()
+        ok_days = self._materialize_raw(set(days))
+        self.report.add_seconds("raw", began)
+        self.log(f"raw: {len(ok_days)} day(s) materialized, {len(self.report.failed_days)} held back in total")
+
+        began = time.perf_counter()
+        clustered_with_features = (not refit_clusters
+                                   and self.instance.get_latest_materialization_event(CLUSTER_MODEL) is not None)
+        assets = [FEATURES, LABELS] + ([CLUSTERS] if clustered_with_features else [])
+        ok_days = self._materialize_ranges(assets, ok_days)
+        self.report.add_seconds("features_labels", began)
+
+        if not clustered_with_features:
+            began = time.perf_counter()
+            self._fit_and_assign_clusters(ok_days, refit_clusters)
+            self.report.add_seconds("clusters", began)
+        return ok_days
+
+    def _materialize_raw(self, batch: set[str]) -> list[str]:
+        """Run what the landed_blobs sensor requests for the batch's days: the days that passed."""
+        with dg.build_sensor_context(instance=self.instance, resources=self.resources, definitions=self.defs,
+                                     cursor=self.sensor_cursor) as context:
+            tick = landed_blobs_sensor(context)
+        self.sensor_cursor = tick.cursor
+        # Days of earlier batches that failed are asked again by the sensor (with backoff); their
+        # blobs have not changed in a replay, so only the batch's days are run.
+        requests = [r for r in tick.run_requests or [] if r.partition_key in batch]
+        raw_keys = sorted({key for r in requests for key in r.asset_selection}, key=str)
+        if requests and all(self._single_run(key) for key in raw_keys):
+            return self._materialize_ranges(raw_keys, [r.partition_key for r in requests])
+        ok_days = []
+        for request in requests:
+            result = self.job.execute_in_process(
+                run_config=QUIET, instance=self.instance, partition_key=request.partition_key,
+                asset_selection=list(request.asset_selection), tags=request.tags, raise_on_error=False,
+            )
+            self._record(request.partition_key, result, ok_days)
+        return ok_days
+
+    def _single_run(self, key: dg.AssetKey) -> bool:
+        policy = self.defs.resolve_assets_def(key).backfill_policy
+        return policy is not None and policy.max_partitions_per_run is None
+
+    def _materialize_ranges(self, assets: list[dg.AssetKey], days: list[str]) -> list[str]:
+        """`assets` over each contiguous range of `days` as one run; a failed range is narrowed down
+        to its failing days (per-day check verdicts when the checks give them, else one run per day)."""
+        ok_days: list[str] = []
+        for first, last in contiguous_ranges(days):
+            result = self._run_range(assets, first, last)
+            in_range = [d for d in days if first <= d <= last]
+            if result.success:
+                ok_days += in_range
+                for day in in_range:
+                    self.report.failed_days.pop(day, None)
+                continue
+            failed = {e.partition for e in result.get_asset_check_evaluations() if not e.passed and e.partition}
+            if failed and len(in_range) > 1:
+                for day in sorted(failed):
+                    self._fail(day, "; ".join(
+                        f"check {e.asset_key.to_user_string()}.{e.check_name} failed: {e.description}"
+                        for e in result.get_asset_check_evaluations() if not e.passed and e.partition == day))
+                rest = [d for d in in_range if d not in failed]
+                # Downstream steps of a failed blocking check were skipped for the whole range.
+                ok_days += self._materialize_ranges(assets, rest) if rest else []
+                continue
+            for day in in_range:
+                single = self.job.execute_in_process(run_config=QUIET, instance=self.instance, partition_key=day,
+                                                     asset_selection=assets, raise_on_error=False)
+                self._record(day, single, ok_days)
+        return ok_days
+
+    def _record(self, day: str, result: dg.ExecuteInProcessResult, ok_days: list[str]) -> None:
+        if result.success:
+            ok_days.append(day)
+            self.report.failed_days.pop(day, None)
+        else:
+            self._fail(day, failure_message(result))
+
+    def _fail(self, day: str, message: str) -> None:
+        self.report.failed_days[day] = message
+        self.log(f"  {day} held back: {message}")
+
+    def _fit_and_assign_clusters(self, ok_days: list[str], refit: bool) -> None:
+        """Fit the cluster model (when asked, or when there is none yet and features exist), then
+        assign clusters; before any features day exists there is nothing to fit on yet."""
+        datasets = self.resources["blob_store"].datasets()
+        fitted = self.instance.get_latest_materialization_event(CLUSTER_MODEL) is not None
+        if (refit or not fitted) and datasets.partitions("features"):
+            result = self.job.execute_in_process(run_config=QUIET, instance=self.instance,
+                                                 asset_selection=[CLUSTER_MODEL])
+            _raise_unless(result, "cluster_model")
+            if self.instance.get_latest_materialization_event(CLUSTER_MODEL) is None:
+                return  # too few features days for the cluster model: the asset said so and skipped
+            # A refitted cluster model reassigns every day, so that slices stay comparable across days.
+            ok_days = datasets.partitions("features")
+        elif not fitted:
+            return
+        for first, last in contiguous_ranges(ok_days):
+            _raise_unless(self._run_range([CLUSTERS], first, last), f"clusters {first}..{last}")
+
+    def _run_range(self, assets: list[dg.AssetKey], first: str, last: str) -> dg.ExecuteInProcessResult:
+        tags = {RANGE_START_TAG: first, RANGE_END_TAG: last}
+        return self.job.execute_in_process(run_config=QUIET, instance=self.instance, asset_selection=assets,
+                                           tags=tags, raise_on_error=False)
+
+    # --- training -----------------------------------------------------------------------------
+
+    def training_cycle(self, as_of: str, run_config: dict | None = None, tags: dict | None = None) -> CycleOutcome:
+        """Train, evaluate, gate and deploy as one run, then email the report (as the sensors would)."""
+        from ml_assets.defs.assets.training import MODEL_NAME
+        from ml_assets.defs.sensors.reports import compose_cycle_report, send_cycle_report
+
+        began = time.perf_counter()
+        run_config = run_config or {"ops": {"training_set": {"config": {"as_of": as_of}}}}
+        result = self.defs.resolve_job_def("training_job").execute_in_process(
+            run_config={**QUIET, **run_config}, instance=self.instance, raise_on_error=False, tags=tags,
+        )
+        blob_store = self.resources["blob_store"]
+        report = compose_cycle_report(self.instance, result.run_id, blob_store)
+        sent_to = send_cycle_report(self.instance, result.run_id, blob_store, self.resources["email"])
+        outcome = CycleOutcome(
+            as_of=as_of, run_id=result.run_id, status=report.status,
+            candidate=f"{report.candidate['flavor']} v{report.candidate['version']}" if report.candidate else "-",
+            deployed_version=report.deployed_version,
+            champion_after=blob_store.models().champion(MODEL_NAME).version,
+            verdict=report.reason or (report.error or ""), report_sent_to=sent_to,
+            seconds=time.perf_counter() - began,
+        )
+        self.report.add_seconds("training", began)
+        self.log(f"training cycle as of {as_of}: {outcome.status}; candidate {outcome.candidate}; "
+                 f"champion now v{outcome.champion_after}; {outcome.verdict}")
+        return outcome
+
+    # --- the continuous-training loop ---------------------------------------------------------
+
+    def run_loop(self, start: dt.date, end: dt.date, step_days: int = 7, on_row=None) -> list[TimelineRow]:
+        """Land [start, end] `step_days` at a time; judge every day, tick the retraining sensors after it,
+        run what they request, and serve the champion over HTTP throughout (hot-swapped on deploy)."""
+        from ml_assets.defs.assets.training import MODEL_NAME
+        from ml_assets.serving.app import create_app
+        from ml_assets.serving.registry import ModelRegistry
+        from ml_assets.serving.threaded import running_in_thread
+
+        if step_days < 1:
+            raise ReplayError(f"step_days must be at least 1, not {step_days}")
+        rows: list[TimelineRow] = []
+        store = self.resources["blob_store"].models()
+        with running_in_thread(create_app(ModelRegistry(store, MODEL_NAME), poll_interval=0.2)) as url:
+            self.serving_url = url
+            batch_start = start
+            while batch_start <= end:
+                batch_end = min(batch_start + dt.timedelta(days=step_days - 1), end)
+                landed_at = time.perf_counter()
+                self.land_and_materialize(batch_start, batch_end, refit_clusters=False)
+                for day in days_between(batch_start, batch_end):
+                    row = self.judge_day(day.isoformat(), landed_at)
+                    rows.append(row)
+                    if on_row:
+                        on_row(row)
+                batch_start = batch_end + dt.timedelta(days=1)
+        return rows
+
+    def day_status(self, day: str) -> tuple[str, str]:
+        """passed / held back (with the checks' message) / no data, from what the store and checks say."""
+        if day in self.report.failed_days:
+            return "held back", "held back by its checks: " + self.report.failed_days[day]
+        if self.resources["blob_store"].datasets().current("features", day) is not None:
+            return "passed", ""
+        if day in self.report.empty_days:
+            return "no data", "no data landed for this day"
+        return "no data", "no features for this day (a source landed no rows)"
+
+    def judge_day(self, day: str, landed_at: float) -> TimelineRow:
+        """Drift of `day`, live performance of the day whose labels just settled, then the sensors."""
+        from ml_assets.defs.assets.training import MODEL_NAME
+
+        status, note = self.day_status(day)
+        row = TimelineRow(day=day, status=status, note=note)
+        blob_store = self.resources["blob_store"]
+        champion = blob_store.models().champion(MODEL_NAME).version
+        began = time.perf_counter()
+        if status == "passed" and champion is not None:
+            self._ensure_reference(champion)
+            drift = self._run_partition("feature_drift", day)
+            if drift is not None:
+                row.drift = str(drift["summary"].value).split(" (")[0] + f" ({drift['drifted_share'].value:.0%})"
+            settled = (dt.date.fromisoformat(day) - dt.timedelta(days=SPEC.monitoring.performance.label_lag_days))
+            datasets = blob_store.datasets()
+            if all(datasets.current("labels", d) is not None for d in (settled.isoformat(), day)):
+                live = self._run_partition("live_performance", settled.isoformat())
+                if live is not None and "judged" in live and live["judged"].value:
+                    row.live = f"{settled.strftime('%m-%d')} {live['live'].value:.3f} ({-live['drop'].value:+.3f})"
+        self.report.add_seconds("monitoring", began)
+        self._tick_retraining(row, landed_at)
+        row.champion = blob_store.models().champion(MODEL_NAME).version
+        return row
+
+    def _ensure_reference(self, champion: int) -> None:
+        event = self.instance.get_latest_materialization_event(dg.AssetKey("reference_stats"))
+        if event is None or event.asset_materialization.metadata["champion_version"].value != champion:
+            result = self.job.execute_in_process(run_config=QUIET, instance=self.instance,
+                                                 asset_selection=[dg.AssetKey("reference_stats")])
+            _raise_unless(result, "reference_stats")
+
+    def _run_partition(self, asset: str, day: str):
+        result = self.job.execute_in_process(run_config=QUIET, instance=self.instance, partition_key=day,
+                                             asset_selection=[dg.AssetKey(asset)], raise_on_error=False)
+        if not result.success:
+            self.log(f"  {asset} {day} failed: {failure_message(result)}")
+            return None
+        materializations = result.asset_materializations_for_node(asset)
+        return materializations[-1].metadata if materializations else None
+
+    def _tick_retraining(self, row: TimelineRow, landed_at: float) -> None:
+        from ml_assets.defs.sensors.retraining import (
+            AS_OF_TAG,
+            TRIGGER_TAG,
+            retrain_on_drift_sensor,
+            retrain_on_performance_sensor,
+        )
+
+        requests, skips = [], []
+        for sensor in (retrain_on_drift_sensor, retrain_on_performance_sensor):
+            with dg.build_sensor_context(instance=self.instance, resources=self.resources, definitions=self.defs,
+                                         cursor=self.sensor_cursors.get(sensor.name)) as context:
+                tick = sensor(context)
+            self.sensor_cursors[sensor.name] = tick.cursor
+            if tick.run_requests:
+                requests += tick.run_requests
+            elif tick.skip_reason:
+                skips.append(tick.skip_reason.skip_message)
+            if requests:
+                break  # one retrain per day; the other sensor sees it (and its cooldown) on the next tick
+        if not requests:
+            row.action = "; ".join(filter(None, map(waiting_for, skips))) or "-"
+            return
+        request = requests[0]
+        row.action = f"retrain ({request.tags[TRIGGER_TAG]}, as of {request.tags[AS_OF_TAG]})"
+        outcome = self.training_cycle(request.tags[AS_OF_TAG], run_config=request.run_config, tags=request.tags)
+        row.verdict = {"deployed": f"passed: deployed v{outcome.deployed_version}",
+                       "kept_champion": "failed: kept champion", "failed": "run failed"}[outcome.status]
+        row.verdict += f" - {outcome.verdict}"[:160]
+        if outcome.deployed_version is not None:
+            began = time.perf_counter()
+            self._ensure_reference(outcome.deployed_version)
+            self.report.add_seconds("monitoring", began)
+            began = time.perf_counter()
+            row.seconds_to_serving = self._wait_until_served(outcome.deployed_version, landed_at)
+            self.report.add_seconds("serving", began)
+        self.cycles.append(outcome)
+
+    # --- serving ------------------------------------------------------------------------------
+
+    def _wait_until_served(self, version: int, since: float, timeout: float = 60.0) -> float:
+        from ml_assets.defs.assets.training import MODEL_NAME
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{self.serving_url}/v1/models/{MODEL_NAME}", timeout=10) as response:
+                    status = json.loads(response.read())["model_version_status"]
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:  # 404: no version loaded yet
+                    raise
+                status = []
+            if any(int(s["version"]) == version and s["state"] == "AVAILABLE" for s in status):
+                return time.perf_counter() - since
+            time.sleep(0.05)
+        raise RuntimeError(f"the server did not pick up v{version} within {timeout:.0f} s")
+
+    def probe_serving(self, rows: int = 50) -> dict:
+        """Serve the champion over HTTP, predict sample holdout rows, compare with batch scoring."""
+        from ml_assets.defs.assets.training import MODEL_NAME
+        from ml_assets.ml.models import FeatureColumns, load_model
+        from ml_assets.serving.app import create_app
+        from ml_assets.serving.registry import ModelRegistry
+        from ml_assets.serving.threaded import running_in_thread
+
+        began = time.perf_counter()
+        blob_store = self.resources["blob_store"]
+        store = blob_store.models()
+        champion = store.champion(MODEL_NAME).version
+        if champion is None:
+            raise ReplayError("no champion to serve: every training cycle was rejected")
+        evaluated = self.instance.get_latest_materialization_event(dg.AssetKey("candidate_model"))
+        document = evaluated.asset_materialization.metadata["evaluation_blob"].value
+        records = blob_store.get_json(document)["sample_records"][:rows]
+        manifest = store.get(MODEL_NAME, champion).manifest
+        batch = load_model(store.fetch(MODEL_NAME, champion), manifest["flavor"],
+                           FeatureColumns(**manifest["columns"])).predict_proba(records)
+        with running_in_thread(create_app(ModelRegistry(store, MODEL_NAME))) as url:
+            latencies = []
+            served = []
+            for record in records:
+                started = time.perf_counter()
+                served += _post_json(f"{url}/v1/models/{MODEL_NAME}:predict", {"instances": [record]})["predictions"]
+                latencies.append((time.perf_counter() - started) * 1000)
+        self.report.add_seconds("serving", began)
+        return {"url": url, "version": champion, "rows": len(records),
+                "max_abs_diff": float(max(abs(a - b) for a, b in zip(served, batch, strict=True))),
+                "p50_ms": sorted(latencies)[len(latencies) // 2]}
+
+
+def _raise_unless(result: dg.ExecuteInProcessResult, what: str) -> None:
+    if not result.success:
+        raise RuntimeError(f"run for {what} failed: {failure_message(result)}")
+
+
+def _post_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
