@@ -4,8 +4,10 @@
 Spark assets that is one JVM per day. `dagster asset materialize --partition-range` is one run, but
 executes in the calling process and skips the run queue (and its Spark pool). This stores the same
 asset backfill the UI's "Launch backfill" (GraphQL launchPartitionBackfill with a range) stores;
-the daemon then launches one run per contiguous range for the single-run assets (features, labels,
-clusters), through the queue, and one run per day for the per-day ones (raw).
+the daemon then launches one run per contiguous range (every daily asset is single-run: raw,
+features, labels, clusters), through the queue. In a range run each raw day is still parsed,
+judged and stored on its own (ml_assets/defs/assets/raw.py `_range_run`): a bad day is not stored,
+the good days are, and the run fails naming the bad days.
 """
 
 from __future__ import annotations

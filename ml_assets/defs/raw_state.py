@@ -12,6 +12,8 @@ import dagster as dg
 DATA_VERSION_TAG = "dagster/data_version"
 CODE_VERSION_TAG = "dagster/code_version"
 PARTITION_TAG = "dagster/partition"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
 WILL_RETRY_TAG = "dagster/will_retry"
 AUTO_RETRY_RUN_ID_TAG = "dagster/auto_retry_run_id"
 # Jobs whose runs without an explicit asset selection materialize every raw asset.
@@ -44,6 +46,32 @@ def stored_versions(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) ->
     return tags.get(DATA_VERSION_TAG), tags.get(CODE_VERSION_TAG)
 
 
+def stored_versions_by_day(instance: dg.DagsterInstance, key: dg.AssetKey,
+                           days: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+    """stored_versions for many days in two queries (a range run asks for all its days at once)."""
+    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+        key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(days))
+    if not latest:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)).records
+    tags = {r.storage_id: r.asset_materialization.tags or {} for r in records}
+    return {day: (tags.get(sid, {}).get(DATA_VERSION_TAG), tags.get(sid, {}).get(CODE_VERSION_TAG))
+            for day, sid in latest.items()}
+
+
+def run_days(run: dg.DagsterRun) -> list[str]:
+    """The days a run materializes: its partition, or every day of its single-run range."""
+    if (day := run.tags.get(PARTITION_TAG)) is not None:
+        return [day]
+    start, end = run.tags.get(RANGE_START_TAG), run.tags.get(RANGE_END_TAG)
+    if start is None or end is None:
+        return []
+    from ml_assets.defs.partitions import daily_partitions
+
+    return list(daily_partitions.get_partition_keys_in_range(dg.PartitionKeyRange(start, end)))
+
+
 def _raw_keys_of(run: dg.DagsterRun, keys: set[dg.AssetKey]) -> set[dg.AssetKey]:
     if run.asset_selection is not None:
         return set(run.asset_selection) & keys
@@ -64,11 +92,10 @@ def runs_on(instance: dg.DagsterInstance, keys: set[dg.AssetKey]) -> dict[tuple[
         if AUTO_RETRY_RUN_ID_TAG not in run.tags
     ]
     for run in [*unfinished, *awaiting_retry]:
-        day = run.tags.get(PARTITION_TAG)
-        if day is None:
-            continue  # raw is never run over a range (one run per day)
-        for key in _raw_keys_of(run, keys):
-            owners.setdefault((key, day), run.run_id)
+        raw_keys = _raw_keys_of(run, keys)
+        for day in run_days(run) if raw_keys else []:
+            for key in raw_keys:
+                owners.setdefault((key, day), run.run_id)
     return owners
 
 
@@ -97,16 +124,23 @@ def earlier_run_executing(instance: dg.DagsterInstance, key: dg.AssetKey, day: s
     Of two runs executing one day at once, the later one steps aside; if the earlier one fails,
     the landed_blobs sensor requests the day again.
     """
-    records = instance.get_run_records(
-        filters=dg.RunsFilter(statuses=list(EXECUTING), tags={PARTITION_TAG: day}), limit=50)
+    return earlier_runs_executing(instance, key, [day], run_id).get(day)
+
+
+def earlier_runs_executing(instance: dg.DagsterInstance, key: dg.AssetKey, days: Iterable[str],
+                           run_id: str) -> dict[str, str]:
+    """{day: run id} for the days of `days` that an earlier executing run (one day or a range) holds."""
     mine = instance.get_run_record_by_id(run_id)
     if mine is None:
-        return None
-    for record in records:
+        return {}
+    wanted, owners = set(days), {}
+    for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(EXECUTING)), limit=200):
         run = record.dagster_run
-        if run.run_id != run_id and key in _raw_keys_of(run, {key}) and record.create_timestamp < mine.create_timestamp:
-            return run.run_id
-    return None
+        if run.run_id == run_id or record.create_timestamp >= mine.create_timestamp or key not in _raw_keys_of(run, {key}):
+            continue
+        for day in wanted.intersection(run_days(run)):
+            owners.setdefault(day, run.run_id)
+    return owners
 
 
 def latest_check_results(instance: dg.DagsterInstance, key: dg.AssetKey, checks: Iterable[str],

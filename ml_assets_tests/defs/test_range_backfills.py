@@ -44,6 +44,8 @@ def test_every_partitioned_spark_asset_backfills_as_a_single_run():
         if graph.get(key).partitions_def is not None and "spark" in graph.get(key).kinds
     }
     assert {"features", "labels", "clusters"} <= set(spark_daily)
+    raw = graph.get(dg.AssetKey("raw_flights")).backfill_policy
+    assert raw is not None and raw.policy_type == BackfillPolicyType.SINGLE_RUN
     not_single = {k: p for k, p in spark_daily.items() if p is None or p.policy_type != BackfillPolicyType.SINGLE_RUN}
     assert not not_single, f"Spark assets that would start one run per day: {not_single}"
 
@@ -103,13 +105,13 @@ def test_range_request_launches_one_run_for_the_whole_range(tmp_path, monkeypatc
 
 
 @pytest.mark.integration
-def test_the_same_request_on_a_per_day_asset_launches_a_run_per_day(tmp_path, monkeypatch):
-    """The counterpart: raw (no single-run policy; Arrow, no Spark) gets one run per day, as it should."""
+def test_a_raw_range_request_is_one_run_too(tmp_path, monkeypatch):
+    """raw is single-run as well (issue 10): each day is still judged and stored on its own (test_raw)."""
     with _daemon_workspace(tmp_path, monkeypatch) as (instance, workspace):
         backfill_id = _range_backfill(instance, workspace, ["raw_flights"])
 
-        runs = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
-        assert sorted(r.tags["dagster/partition"] for r in runs) == [f"2013-01-{d:02d}" for d in range(1, 31)]
+        [run] = instance.get_runs(filters=dg.RunsFilter(tags={BACKFILL_TAG: backfill_id}))
+        assert (run.tags[RANGE_START_TAG], run.tags[RANGE_END_TAG]) == (FIRST, LAST)
 
 
 @pytest.mark.integration

@@ -13,7 +13,7 @@ from ml_assets.defs.assets.raw import (
     raw_asset_key,
 )
 from ml_assets_tests.conftest import FIRST_DAY
-from ml_assets_tests.fixtures.dagster import land_days, make_resources, materialize_raw
+from ml_assets_tests.fixtures.dagster import land_days, make_resources, materialize, materialize_raw
 
 DAYS = ["2013-01-01", "2013-01-02", "2013-01-03"]
 FLIGHTS_BLOB = "raw/flights/date=2013-01-02/flights.csv"
@@ -257,3 +257,52 @@ def test_shifted_clock_fails_the_day_and_keeps_stored_data(
     assert not clock.passed and clock.partition == DAY1
     assert local_resource.datasets().current("raw_flights", DAY1) == stored_before
     assert _stored_rows(local_resource, "raw_flights", DAY1) == rows_before
+
+
+# --- range runs (issue 10 point 5) ------------------------------------------------------------
+
+
+def test_a_range_run_stores_the_good_days_and_judges_each_day(local_resource, spark_resource, instance,
+                                                               example_frames):
+    """Three days in ONE run, the middle one with duplicate keys: days 1 and 3 are stored and
+    materialized, day 2 is not; every check verdict belongs to its own day; the run fails naming day 2."""
+    from dagster._core.storage.partition_status_cache import AssetPartitionStatus
+
+    from ml_assets.defs.assets.raw import RAW_GROUP
+    from ml_assets.defs.partitions import daily_partitions
+
+    land_days(local_resource, example_frames, FIRST_DAY, FIRST_DAY.replace(day=3))
+    blobs = local_resource.blob_store()
+    data = blobs.get(FLIGHTS_BLOB)
+    blobs.put(FLIGHTS_BLOB, data + data.split(b"\n", 1)[1])
+    key = raw_asset_key("flights")
+
+    result = materialize(make_resources(local_resource, spark_resource), instance,
+                         dg.AssetSelection.groups(RAW_GROUP), partition_range=(DAYS[0], DAYS[-1]),
+                         raise_on_error=False)
+
+    assert not result.success
+    message = _step_failure(result)
+    assert message.startswith("raw_flights: 1 of 3 day(s) not stored (['2013-01-02'])")
+    assert "2013-01-02: raw_flights 2013-01-02 not stored: unique_keys:" in message
+    assert sorted(m.partition for m in result.asset_materializations_for_node("raw_flights")) == [DAYS[0], DAYS[2]]
+    assert sorted(m.partition for m in result.asset_materializations_for_node("raw_weather")) == DAYS
+    assert local_resource.datasets().current("raw_flights", DAYS[1]) is None
+    assert _stored_rows(local_resource, "raw_flights", DAYS[2]) > 0
+    verdicts = {(e.check_name, e.partition): e.passed for e in result.get_asset_check_evaluations()
+                if e.asset_key == key}
+    assert {p: ok for (name, p), ok in verdicts.items() if name == UNIQUE_KEYS_CHECK} == {
+        DAYS[0]: True, DAYS[1]: False, DAYS[2]: True}
+    assert {p for (name, p) in verdicts if name == ROW_COUNT_CHECK} == {DAYS[0], DAYS[2]}
+    assert instance.get_status_by_partition(key, DAYS, daily_partitions) == {
+        DAYS[0]: AssetPartitionStatus.MATERIALIZED, DAYS[1]: AssetPartitionStatus.FAILED,
+        DAYS[2]: AssetPartitionStatus.MATERIALIZED}
+    [latest] = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(key, UNIQUE_KEYS_CHECK), limit=1, partition_filter=_day_filter(DAYS[1]))
+    assert latest.status.value == "FAILED" and latest.partition == DAYS[1]
+
+
+def _day_filter(day: str):
+    from dagster._core.event_api import PartitionKeyFilter
+
+    return PartitionKeyFilter(key=day)

@@ -10,11 +10,20 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from ml_assets.defs.checks.per_day import day_evaluations, range_days
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import STORE_RETRY
 from ml_assets.defs.freshness import data_freshness
 from ml_assets.defs.partitions import daily_partitions
-from ml_assets.defs.raw_state import earlier_run_executing, latest_check_results, stored_versions
+from ml_assets.defs.raw_state import (
+    CODE_VERSION_TAG,
+    DATA_VERSION_TAG,
+    earlier_run_executing,
+    earlier_runs_executing,
+    latest_check_results,
+    stored_versions,
+    stored_versions_by_day,
+)
 from ml_assets.ml.raw import MalformedBlobError, parse_blob
 from ml_assets.ml.raw_clock import clock_report
 from ml_assets.ml.raw_folder import content_digest, duplicate_blobs, split_day_folder
@@ -168,18 +177,106 @@ def skip_reason(context: dg.AssetExecutionContext, key: dg.AssetKey, version: st
 BACKFILL_TAG = "dagster/backfill"
 
 
+def _restated(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) -> tuple[dict, list[dg.AssetCheckResult]]:
+    """The day's latest materialization metadata, marked unchanged, and its check verdicts again."""
+    [latest] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[day]), limit=1).records
+    stored = latest.asset_materialization.metadata
+    metadata = {**{k: v for k, v in stored.items() if k != "unchanged"}, "unchanged": True,
+                "restated_from_run": dg.MetadataValue.dagster_run(latest.run_id)}
+    return metadata, latest_check_results(instance, key, check_names(key.path[-1].removeprefix("raw_")), day)
+
+
 def restatement(context: dg.AssetExecutionContext, key: dg.AssetKey, version: str) -> dg.MaterializeResult:
     """The day's latest materialization again, marked unchanged, with its check verdicts restated."""
-    [latest] = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[context.partition_key]), limit=1).records
-    stored = latest.asset_materialization.metadata
-    return dg.MaterializeResult(
-        data_version=dg.DataVersion(version),
-        metadata={**{k: v for k, v in stored.items() if k != "unchanged"}, "unchanged": True,
-                  "restated_from_run": dg.MetadataValue.dagster_run(latest.run_id)},
-        check_results=latest_check_results(context.instance, key, check_names(key.path[-1].removeprefix("raw_")),
-                                           context.partition_key),
+    metadata, checks = _restated(context.instance, key, context.partition_key)
+    return dg.MaterializeResult(data_version=dg.DataVersion(version), metadata=metadata, check_results=checks)
+
+
+def _publish(blob_store: BlobStoreResource, key: dg.AssetKey, day: str, table: "pa.Table") -> str:
+    """The day's table as one Parquet file, published atomically; returns the stored version."""
+    import pyarrow.parquet as pq  # imported here: the code location loads this module
+
+    with tempfile.TemporaryDirectory() as staging:
+        pq.write_table(table, Path(staging) / "part-00000.parquet")
+        return blob_store.datasets().publish(key.path[-1], day, Path(staging)).version
+
+
+def _stored_metadata(store: BlobStore, table: "pa.Table", blobs: list, data_keys: list[str],
+                     stored_version: str) -> dict:
+    return {
+        "rows": table.num_rows,
+        "blobs": dg.MetadataValue.json([store.describe(k) for k in data_keys]),
+        "ignored": dg.MetadataValue.json([store.describe(b.key) for b in blobs if b.key not in data_keys]),
+        "bytes": sum(b.size for b in blobs),
+        "sha256": dg.MetadataValue.json({b.key: b.sha256 for b in blobs}),
+        "stored_version": stored_version,
+    }
+
+
+def _day_materialization(key: dg.AssetKey, day: str, version: str, code_version: str,
+                         metadata: dict) -> dg.AssetMaterialization:
+    """What Dagster records for a one-day MaterializeResult (same version tags), for one day of a range."""
+    return dg.AssetMaterialization(
+        asset_key=key, partition=day, metadata=metadata,
+        tags={DATA_VERSION_TAG: version, CODE_VERSION_TAG: code_version,
+              "dagster/data_version_is_user_provided": "true"},
     )
+
+
+def _not_stored(key: dg.AssetKey, day: dt.date, failed: list[dg.AssetCheckResult]) -> str:
+    return f"{key.to_user_string()} {day} not stored: " + "; ".join(f"{r.check_name}: {r.description}" for r in failed)
+
+
+def _range_run(context: dg.AssetExecutionContext, config: "RawConfig", blob_store: BlobStoreResource,
+               key: dg.AssetKey, days: list[str]) -> Iterator[dg.AssetMaterialization | dg.AssetCheckEvaluation]:
+    """Many days in one run, each judged and stored on its own: a bad day (missing, malformed, failing
+    its keys or clock) is not stored, the good days are, every day gets its own check verdicts, and
+    the run then fails naming the bad days (so nothing downstream runs on top of this run)."""
+    source = key.path[-1].removeprefix("raw_")
+    store = blob_store.blob_store()
+    code_version = context.assets_def.code_versions_by_key[key]
+    stored = stored_versions_by_day(context.instance, key, days)
+    held = earlier_runs_executing(context.instance, key, days, context.run_id)
+    backfill = BACKFILL_TAG in context.run.tags
+    checks: dict[str, list[dg.AssetCheckResult]] = {}
+    bad: dict[str, str] = {}
+    for day in days:
+        date = dt.date.fromisoformat(day)
+        try:
+            blobs, data_keys = _list_day(store, source, date)
+            version = day_version(blobs)
+            same = not config.force and stored.get(day) == (version, code_version)
+            if same and backfill:  # restated, as in a one-day backfill run
+                metadata, checks[day] = _restated(context.instance, key, day)
+                yield _day_materialization(key, day, version, code_version, metadata)
+                continue
+            if not config.force and (same or day in held):
+                context.log.info(f"skipped: {key.to_user_string()} {day} "
+                                 + (f"held by run {held[day]}" if day in held else f"unchanged at {version}"))
+                checks[day] = latest_check_results(context.instance, key, check_names(source), day)
+                continue
+            table, _ = _read_day(store, source, date, (blobs, data_keys))
+        except dg.Failure as exc:
+            bad[day] = exc.description or str(exc)
+            continue
+        integrity = _integrity_checks(source, table)
+        if failed := [r for r in integrity if not r.passed]:
+            checks[day], bad[day] = integrity, _not_stored(key, date, failed)
+            continue
+        metadata = _stored_metadata(store, table, blobs, data_keys, _publish(blob_store, key, day, table))
+        yield _day_materialization(key, day, version, code_version, metadata)
+        checks[day] = _quality_checks(source, table) + integrity
+    # After the materializations: each verdict then points at its day's new (or kept) version.
+    yield from day_evaluations(context.instance, key, checks)
+    if bad:
+        raise dg.Failure(
+            description=f"{key.to_user_string()}: {len(bad)} of {len(days)} day(s) not stored "
+                        f"({sorted(bad)}); the other days are stored. " + " | ".join(
+                            f"{day}: {why}" for day, why in sorted(bad.items())),
+            metadata={"failed_days": dg.MetadataValue.json(sorted(bad))},
+            allow_retries=False,
+        )
 
 
 def build_raw_asset(source: str) -> dg.AssetsDefinition:
@@ -203,6 +300,9 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
             description=f"Landed `{source_spec.prefix}` blobs of one day, parsed against the spec.",
         )},
         partitions_def=daily_partitions,
+        # A range of days is one run (CLI --partition-range, `ml-assets backfill`, the UI), each
+        # day still judged and stored on its own (see _range_run).
+        backfill_policy=dg.BackfillPolicy.single_run(),
         retry_policy=STORE_RETRY,
         can_subset=True,
         check_specs=[
@@ -222,9 +322,10 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
         ],
     )
     def raw_source(context: dg.AssetExecutionContext, config: RawConfig,
-                   blob_store: BlobStoreResource) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        import pyarrow.parquet as pq  # imported here: the code location loads this module
-
+                   blob_store: BlobStoreResource) -> Iterator:
+        if (days := range_days(context)) is not None:
+            yield from _range_run(context, config, blob_store, key, days)
+            return
         day = dt.date.fromisoformat(context.partition_key)
         store = blob_store.blob_store()
         blobs, data_keys = _list_day(store, source, day)
@@ -244,24 +345,11 @@ def build_raw_asset(source: str) -> dg.AssetsDefinition:
         if failed := [r for r in integrity if not r.passed]:
             # Verdicts recorded for the day, nothing published: the stored version stays as it was.
             yield from integrity
-            raise dg.Failure(
-                description=f"{key.to_user_string()} {day} not stored: "
-                            + "; ".join(f"{r.check_name}: {r.description}" for r in failed),
-                allow_retries=False,
-            )
-        with tempfile.TemporaryDirectory() as staging:
-            pq.write_table(table, Path(staging) / "part-00000.parquet")
-            version = blob_store.datasets().publish(key.path[-1], context.partition_key, Path(staging))
+            raise dg.Failure(description=_not_stored(key, day, failed), allow_retries=False)
+        stored_version = _publish(blob_store, key, context.partition_key, table)
         yield dg.MaterializeResult(
-            data_version=dg.DataVersion(day_version(blobs)),
-            metadata={
-                "rows": table.num_rows,
-                "blobs": dg.MetadataValue.json([store.describe(k) for k in data_keys]),
-                "ignored": dg.MetadataValue.json([store.describe(b.key) for b in blobs if b.key not in data_keys]),
-                "bytes": sum(b.size for b in blobs),
-                "sha256": dg.MetadataValue.json({b.key: b.sha256 for b in blobs}),
-                "stored_version": version.version,
-            },
+            data_version=dg.DataVersion(version),
+            metadata=_stored_metadata(store, table, blobs, data_keys, stored_version),
             check_results=_quality_checks(source, table) + integrity,
         )
 
