@@ -1,8 +1,8 @@
-"""contiguous_ranges: day keys grouped into runs of consecutive days."""
+"""contiguous_ranges: day keys grouped into runs of consecutive days (the replay's range runs)."""
 
 from __future__ import annotations
 
-from ml_assets.demo import contiguous_ranges
+from ml_assets.replay import contiguous_ranges
 
 
 def test_empty() -> None:

@@ -40,6 +40,8 @@ def add_replay_commands(sub) -> None:
     replay.add_argument("--step-days", type=_step, default=7, help="days landed at a time (default 7)")
     replay.add_argument("--from", dest="from_paths", nargs="+", metavar="PATH",
                         help="files, folders or globs to land (default: the spec's bundled example_data)")
+    replay.add_argument("--source", default=None,
+                        help="the source --from's files belong to (default: the spec's only source, else join.base)")
     replay.set_defaults(func=cmd_replay)
     demo = sub.add_parser("demo", help=f"replay of the bundled example: --spec {DEMO_SPEC} --start {DEMO_START} "
                                        f"--end {DEMO_END} --step-days 7")
@@ -48,7 +50,7 @@ def add_replay_commands(sub) -> None:
     demo.add_argument("--start", type=_date, default=DEMO_START, help=f"first day landed (default {DEMO_START})")
     demo.add_argument("--end", type=_date, default=DEMO_END, help=f"last day landed (default {DEMO_END})")
     demo.add_argument("--step-days", type=_step, default=7, help="days landed at a time (default 7)")
-    demo.set_defaults(func=cmd_replay, from_paths=None)
+    demo.set_defaults(func=cmd_replay, from_paths=None, source=None)
 
 
 def _timeline_line(values: list[str]) -> str:
@@ -66,20 +68,16 @@ def print_row(row) -> None:
               flush=True)
 
 
-def _lander(paths: list[str]):
-    """Land the days of a batch from the user's files (engineer LAND's landing API)."""
-    from ml_assets import landing
+def _lander(paths: list[str], source: str | None):
+    """Land a batch's days from the user's files (one source: --source, else the spec's only or base source)."""
     from ml_assets.defs.dataset import SPEC
     from ml_assets.defs.resources import resources_for_environment
+    from ml_assets.landing import land_files
 
-    land_from = getattr(landing, "land_from", None)
-    if land_from is None:
-        from ml_assets.replay.loop import ReplayError
-
-        raise ReplayError("--from needs ml_assets.landing.land_from (landing of user files), not available here")
     store = resources_for_environment()["blob_store"].blob_store()
     resolved = [str(Path(p).expanduser()) for p in paths]
-    return lambda days: land_from(store, SPEC, resolved, days=days, progress=True)
+    return lambda days: land_files(store, SPEC, resolved, source=source, start=days[0], end=days[-1],
+                                   progress=True).blobs
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -91,6 +89,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     select_spec(args.spec or spec_name())
     from ml_assets.definitions import defs
     from ml_assets.defs.dataset import SPEC
+    from ml_assets.landing import LandingError
     from ml_assets.replay.loop import Replay, ReplayError
     from ml_assets.replay.timeline import summary_line
 
@@ -98,13 +97,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     with dg.DagsterInstance.get() as instance:
         try:
             replay = Replay(defs, instance, log=lambda message: None,
-                            lander=_lander(args.from_paths) if args.from_paths else None)
+                            lander=_lander(args.from_paths, args.source) if args.from_paths else None)
             print(f"Replaying spec {SPEC.name}: {args.start}..{args.end}, {args.step_days} day(s) at a time; "
                   "every day is judged and the retraining sensors tick after it.\n")
             print(_timeline_line([name for name, _ in TIMELINE]))
             rows = replay.run_loop(args.start, args.end, args.step_days, on_row=print_row)
             probe = replay.probe_serving() if any(c.deployed_version for c in replay.cycles) else None
-        except ReplayError as exc:
+        except (ReplayError, LandingError) as exc:
             print(f"ml-assets replay: {exc}")
             return 2
     cycles = replay.cycles

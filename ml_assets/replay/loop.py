@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 
 import dagster as dg
@@ -14,6 +11,7 @@ import dagster as dg
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
 from ml_assets.landing import days_between
+from ml_assets.replay.serving import ReplayError, probe_serving, wait_until_served
 from ml_assets.replay.timeline import (
     CycleOutcome,
     ReplayReport,
@@ -29,10 +27,9 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 FEATURES, LABELS, CLUSTERS = dg.AssetKey("features"), dg.AssetKey("labels"), dg.AssetKey("clusters")
 CLUSTER_MODEL = dg.AssetKey("cluster_model")
-
-
-class ReplayError(Exception):
-    """The replay cannot start or go on; the message names the thing and the problem."""
+DRIFT, LIVE = dg.AssetKey("feature_drift"), dg.AssetKey("live_performance")
+ESTIMATED = dg.AssetKey("estimated_performance")
+LAG = SPEC.monitoring.performance.label_lag_days
 
 
 class Replay:
@@ -49,6 +46,7 @@ class Replay:
         self.cycles: list[CycleOutcome] = []
         self.serving_url: str | None = None
         self._lander = lander
+        self._reports: dict[tuple[dg.AssetKey, str], dict] = {}  # (monitoring asset, day) -> latest metadata
 
     # --- landing and materializing ------------------------------------------------------------
 
@@ -235,8 +233,16 @@ class Replay:
                 batch_end = min(batch_start + dt.timedelta(days=step_days - 1), end)
                 landed_at = time.perf_counter()
                 self.land_and_materialize(batch_start, batch_end, refit_clusters=False)
-                for day in days_between(batch_start, batch_end):
-                    row = self.judge_day(day.isoformat(), landed_at)
+                batch = [d.isoformat() for d in days_between(batch_start, batch_end)]
+                monitored = None
+                for index, day in enumerate(batch):
+                    # The batch's monitoring runs as ranges with the champion of the moment; a deploy
+                    # during the batch re-runs its remaining days with the new champion.
+                    champion = store.champion(MODEL_NAME).version
+                    if champion is not None and champion != monitored:
+                        self._monitor(champion, batch[index:])
+                        monitored = champion
+                    row = self.judge_day(day, landed_at)
                     rows.append(row)
                     if on_row:
                         on_row(row)
@@ -253,29 +259,44 @@ class Replay:
             return "no data", "no data landed for this day"
         return "no data", "no features for this day (a source landed no rows)"
 
+    def _monitor(self, champion: int, days: list[str]) -> None:
+        """Drift (and the CBPE estimate when the performance sensor counts it) of the passed days, and the
+        live performance of the days their labels settle, as range runs: one materialization per day."""
+        began = time.perf_counter()
+        self._ensure_reference(champion)
+        datasets = self.resources["blob_store"].datasets()
+        passed = [d for d in days if self.day_status(d)[0] == "passed"]
+        settled = [_shift(d, -LAG) for d in passed
+                   if all(datasets.current("labels", x) is not None for x in (_shift(d, -LAG), d))]
+        daily = [DRIFT] + ([ESTIMATED] if SPEC.monitoring.performance.use_estimate else [])
+        for assets, keys in ((daily, passed), ([LIVE], settled)):
+            for first, last in contiguous_ranges(keys):
+                result = self._run_range(assets, first, last)
+                if not result.success:
+                    self.log(f"  {', '.join(a.to_user_string() for a in assets)} {first}..{last} failed: "
+                             f"{failure_message(result)}")
+                    continue
+                for asset in assets:
+                    for materialization in result.asset_materializations_for_node(asset.to_python_identifier()):
+                        self._reports[asset, materialization.partition or first] = materialization.metadata
+        self.report.add_seconds("monitoring", began)
+
     def judge_day(self, day: str, landed_at: float) -> TimelineRow:
-        """Drift of `day`, live performance of the day whose labels just settled, then the sensors."""
+        """The day's drift and the live performance of the day whose labels just settled (from the
+        batch's monitoring runs), then a tick of the retraining sensors as of the day."""
         from ml_assets.defs.assets.training import MODEL_NAME
 
         status, note = self.day_status(day)
         row = TimelineRow(day=day, status=status, note=note)
-        blob_store = self.resources["blob_store"]
-        champion = blob_store.models().champion(MODEL_NAME).version
-        began = time.perf_counter()
-        if status == "passed" and champion is not None:
-            self._ensure_reference(champion)
-            drift = self._run_partition("feature_drift", day)
-            if drift is not None:
+        if status == "passed":
+            if (drift := self._reports.get((DRIFT, day))) is not None:
                 row.drift = str(drift["summary"].value).split(" (")[0] + f" ({drift['drifted_share'].value:.0%})"
-            settled = (dt.date.fromisoformat(day) - dt.timedelta(days=SPEC.monitoring.performance.label_lag_days))
-            datasets = blob_store.datasets()
-            if all(datasets.current("labels", d) is not None for d in (settled.isoformat(), day)):
-                live = self._run_partition("live_performance", settled.isoformat())
-                if live is not None and "judged" in live and live["judged"].value:
-                    row.live = f"{settled.strftime('%m-%d')} {live['live'].value:.3f} ({-live['drop'].value:+.3f})"
-        self.report.add_seconds("monitoring", began)
+            settled = _shift(day, -LAG)
+            live = self._reports.get((LIVE, settled))
+            if live is not None and "judged" in live and live["judged"].value:
+                row.live = f"{settled[5:]} {live['live'].value:.3f} ({-live['drop'].value:+.3f})"
         self._tick_retraining(row, landed_at)
-        row.champion = blob_store.models().champion(MODEL_NAME).version
+        row.champion = self.resources["blob_store"].models().champion(MODEL_NAME).version
         return row
 
     def _ensure_reference(self, champion: int) -> None:
@@ -285,29 +306,23 @@ class Replay:
                                                  asset_selection=[dg.AssetKey("reference_stats")])
             _raise_unless(result, "reference_stats")
 
-    def _run_partition(self, asset: str, day: str):
-        result = self.job.execute_in_process(run_config=QUIET, instance=self.instance, partition_key=day,
-                                             asset_selection=[dg.AssetKey(asset)], raise_on_error=False)
-        if not result.success:
-            self.log(f"  {asset} {day} failed: {failure_message(result)}")
-            return None
-        materializations = result.asset_materializations_for_node(asset)
-        return materializations[-1].metadata if materializations else None
-
     def _tick_retraining(self, row: TimelineRow, landed_at: float) -> None:
         from ml_assets.defs.sensors.retraining import (
             AS_OF_TAG,
             TRIGGER_TAG,
-            retrain_on_drift_sensor,
-            retrain_on_performance_sensor,
+            drift_tick,
+            performance_tick,
         )
 
         requests, skips = [], []
-        for sensor in (retrain_on_drift_sensor, retrain_on_performance_sensor):
+        blob_store = self.resources["blob_store"]
+        # As of the day: drift reports up to the day, performance reports up to the day whose labels settled.
+        for name, tick_as_of, until in (("retrain_on_drift", drift_tick, row.day),
+                                        ("retrain_on_performance", performance_tick, _shift(row.day, -LAG))):
             with dg.build_sensor_context(instance=self.instance, resources=self.resources, definitions=self.defs,
-                                         cursor=self.sensor_cursors.get(sensor.name)) as context:
-                tick = sensor(context)
-            self.sensor_cursors[sensor.name] = tick.cursor
+                                         cursor=self.sensor_cursors.get(name)) as context:
+                tick = tick_as_of(context, blob_store, until_day=until)
+            self.sensor_cursors[name] = tick.cursor
             if tick.run_requests:
                 requests += tick.run_requests
             elif tick.skip_reason:
@@ -332,64 +347,22 @@ class Replay:
             self.report.add_seconds("serving", began)
         self.cycles.append(outcome)
 
-    # --- serving ------------------------------------------------------------------------------
-
-    def _wait_until_served(self, version: int, since: float, timeout: float = 60.0) -> float:
-        from ml_assets.defs.assets.training import MODEL_NAME
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"{self.serving_url}/v1/models/{MODEL_NAME}", timeout=10) as response:
-                    status = json.loads(response.read())["model_version_status"]
-            except urllib.error.HTTPError as exc:
-                if exc.code != 404:  # 404: no version loaded yet
-                    raise
-                status = []
-            if any(int(s["version"]) == version and s["state"] == "AVAILABLE" for s in status):
-                return time.perf_counter() - since
-            time.sleep(0.05)
-        raise RuntimeError(f"the server did not pick up v{version} within {timeout:.0f} s")
+    def _wait_until_served(self, version: int, since: float) -> float:
+        return wait_until_served(self.serving_url, version, since)
 
     def probe_serving(self, rows: int = 50) -> dict:
         """Serve the champion over HTTP, predict sample holdout rows, compare with batch scoring."""
-        from ml_assets.defs.assets.training import MODEL_NAME
-        from ml_assets.ml.models import FeatureColumns, load_model
-        from ml_assets.serving.app import create_app
-        from ml_assets.serving.registry import ModelRegistry
-        from ml_assets.serving.threaded import running_in_thread
-
         began = time.perf_counter()
-        blob_store = self.resources["blob_store"]
-        store = blob_store.models()
-        champion = store.champion(MODEL_NAME).version
-        if champion is None:
-            raise ReplayError("no champion to serve: every training cycle was rejected")
-        evaluated = self.instance.get_latest_materialization_event(dg.AssetKey("candidate_model"))
-        document = evaluated.asset_materialization.metadata["evaluation_blob"].value
-        records = blob_store.get_json(document)["sample_records"][:rows]
-        manifest = store.get(MODEL_NAME, champion).manifest
-        batch = load_model(store.fetch(MODEL_NAME, champion), manifest["flavor"],
-                           FeatureColumns(**manifest["columns"])).predict_proba(records)
-        with running_in_thread(create_app(ModelRegistry(store, MODEL_NAME))) as url:
-            latencies = []
-            served = []
-            for record in records:
-                started = time.perf_counter()
-                served += _post_json(f"{url}/v1/models/{MODEL_NAME}:predict", {"instances": [record]})["predictions"]
-                latencies.append((time.perf_counter() - started) * 1000)
-        self.report.add_seconds("serving", began)
-        return {"url": url, "version": champion, "rows": len(records),
-                "max_abs_diff": float(max(abs(a - b) for a, b in zip(served, batch, strict=True))),
-                "p50_ms": sorted(latencies)[len(latencies) // 2]}
+        try:
+            return probe_serving(self.instance, self.resources["blob_store"], rows)
+        finally:
+            self.report.add_seconds("serving", began)
+
+
+def _shift(day: str, days: int) -> str:
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
 def _raise_unless(result: dg.ExecuteInProcessResult, what: str) -> None:
     if not result.success:
         raise RuntimeError(f"run for {what} failed: {failure_message(result)}")
-
-
-def _post_json(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())

@@ -1,0 +1,107 @@
+"""`make demo` end to end, timed: the flights replay of January-June 2013 (181 days, 7 at a time).
+
+Runs the replay in process exactly as `ml-assets replay --spec flights --start 2013-01-01 --end
+2013-06-30 --step-days 7` does, in a throw-away store and Dagster instance (SQLite, as `make demo`),
+and prints one JSON object: total seconds, seconds per stage (land; materialize = raw + features and
+labels + clusters; monitoring; training; serving), the days, the held-back days and every decision
+(the day a retrain was requested, its trigger and as-of day, the gate's outcome, the deployed
+version). `--out` writes it to bench/results/replay.json. The load average before and after is
+reported: on a shared machine the seconds are not those of a quiet one.
+
+    .venv/bin/python bench/bench_replay.py [--start 2013-01-01] [--end 2013-06-30] [--step-days 7] [--out PATH]
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TARGET_SECONDS = 150.0
+MATERIALIZE = ("raw", "features_labels", "clusters")
+
+
+def _commit() -> str:
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--start", default="2013-01-01")
+    parser.add_argument("--end", default="2013-06-30")
+    parser.add_argument("--step-days", type=int, default=7)
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench-replay-"))
+    (workdir / "dagster_home").mkdir()
+    (workdir / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    os.environ.update({
+        "ML_ASSETS_STORE_ROOT": str(workdir / "store"),
+        "ML_ASSETS_CACHE_DIR": str(workdir / "cache"),
+        "ML_ASSETS_OUTBOX_DIR": str(workdir / "outbox"),
+        "DAGSTER_DISABLE_TELEMETRY": "1",
+    })
+    from ml_assets.defs.resources import select_spec
+
+    select_spec("flights")
+    load_before = os.getloadavg()
+    began = time.perf_counter()
+    import dagster as dg
+
+    from ml_assets.definitions import defs
+    from ml_assets.replay.loop import Replay
+
+    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
+    with dg.DagsterInstance.local_temp(str(workdir / "dagster_home")) as instance:
+        replay = Replay(defs, instance, log=log)
+        rows = replay.run_loop(dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end), args.step_days,
+                               on_row=lambda row: log(f"{row.day} {row.status} {row.drift} | {row.live} | "
+                                                      f"{row.action} | v{row.champion}"))
+        probe = replay.probe_serving() if any(c.deployed_version for c in replay.cycles) else None
+    total = time.perf_counter() - began
+    seconds = replay.report.seconds
+    stages = {
+        "land": seconds.get("land", 0.0),
+        "materialize": sum(seconds.get(s, 0.0) for s in MATERIALIZE),
+        "monitoring": seconds.get("monitoring", 0.0),
+        "training": seconds.get("training", 0.0),
+        "serving": seconds.get("serving", 0.0),
+    }
+    decisions = [{"day": r.day, "action": r.action, "verdict": r.verdict.split(" - ")[0],
+                  "champion_after": r.champion} for r in rows if r.verdict != "-"]
+    text = json.dumps({
+        "benchmark": "replay",
+        "command": f"ml-assets replay --spec flights --start {args.start} --end {args.end} --step-days {args.step_days}",
+        "commit": _commit(),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_before": [round(x, 2) for x in load_before],
+                    "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
+        "total_seconds": round(total, 1),
+        "stage_seconds": {k: round(v, 1) for k, v in stages.items()},
+        "detail_seconds": {k: round(v, 1) for k, v in seconds.items()},
+        "days": len(rows),
+        "held_back_days": sorted(r.day for r in rows if r.status == "held back"),
+        "decisions": decisions,
+        "champion": rows[-1].champion if rows else None,
+        "serving_probe_max_abs_diff": probe["max_abs_diff"] if probe else None,
+        "target_seconds": TARGET_SECONDS,
+        "meets_target": total <= TARGET_SECONDS,
+    }, indent=2)
+    print(text)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
