@@ -15,28 +15,6 @@ def _date(text: str) -> dt.date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
-def cmd_land(args: argparse.Namespace) -> int:
-    from ml_assets.defs.resources import resources_for_environment
-    from ml_assets.examples import load_example
-    from ml_assets.landing import days_between, land
-    from ml_assets.spec import load_spec
-
-    spec = load_spec(args.spec)
-    if not spec.example_data:
-        print(f"spec {spec.name!r} names no example_data to land", file=sys.stderr)
-        return 2
-    store = resources_for_environment()["blob_store"].blob_store()
-    days = days_between(args.start, args.end)
-    frames = load_example(spec.example_data)
-    if args.scale != 1:
-        from ml_assets.examples.volume import scale_example
-
-        frames = scale_example(spec, frames, args.scale, args.seed, days)
-    landed = land(store, spec, frames, days, progress=True)
-    print(f"landed {len(landed)} blobs ({sum(b.rows for b in landed)} rows) into {store.location}")
-    return 0
-
-
 def cmd_backfill(args: argparse.Namespace) -> int:
     import dagster as dg
 
@@ -115,14 +93,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", message=r".*is currently in (beta|preview).*")
     parser = argparse.ArgumentParser(prog="ml-assets", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    land = sub.add_parser("land", help="write example raw data into the store, one blob per source per day")
-    land.add_argument("--spec", default="flights", help="bundled spec name or YAML path")
-    land.add_argument("--start", type=_date, required=True)
-    land.add_argument("--end", type=_date, required=True)
-    land.add_argument("--scale", type=int, default=1,
-                      help="volume: each day's rows x N (resampled with jitter, keys unique; default 1)")
-    land.add_argument("--seed", type=int, default=0, help="seed of --scale's resampling (default 0)")
-    land.set_defaults(func=cmd_land)
+    from ml_assets.ingest.command import add_land_command
+
+    add_land_command(sub)
     backfill = sub.add_parser("backfill", help="queue a range backfill (one run per range; raw days judged one by one)")
     backfill.add_argument("--assets", default="features,labels", help="comma-separated partitioned assets")
     backfill.add_argument("--start", type=_date, required=True)
@@ -163,10 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     add_spec_command(sub)
     args = parser.parse_args(argv)
-    if args.command in ("land", "demo", "replay", "backfill") and args.end < args.start:
+    if args.command in ("demo", "replay", "backfill") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
-    if args.command == "land" and not 1 <= args.scale <= 1000:
-        parser.error(f"--scale {args.scale} is not in 1..1000")
     from ml_assets.defs.backfills import BackfillRequestError
     from ml_assets.defs.resources import EnvConfigError
     from ml_assets.spec import SpecError

@@ -1,37 +1,34 @@
-"""Land raw data into a blob store the way an upstream system would: one blob per source per day."""
+"""Land raw data into a blob store the way an upstream system would: one blob per source per day.
+
+Two ways in, one path (ml_assets/ingest/): `land_files` reads users' CSV / Parquet / JSON Lines files,
+`land` takes in-memory frames (the bundled examples); both split rows into days by the timestamp rules
+(ml_assets/ml/timestamps.py), encode each day canonically and write only the blobs whose bytes change.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-import gzip
-import io
 from collections.abc import Iterable
-from dataclasses import dataclass
 
 import pandas as pd
-from tqdm import tqdm
 
+from ml_assets.ingest import LandedBlob, LandingError, LandReport, blob_key, land_files, land_tables
+from ml_assets.ml.raw import typed_table
+from ml_assets.ml.raw_folder import MalformedBlobError
+from ml_assets.ml.timestamps import local_dates, to_instants
 from ml_assets.spec.model import DatasetSpec
-from ml_assets.storage.base import BlobInfo, BlobStore
+from ml_assets.storage.base import BlobStore
 
-
-@dataclass(frozen=True)
-class LandedBlob:
-    source: str
-    day: dt.date
-    blob: BlobInfo
-    rows: int
-
-
-def blob_key(spec: DatasetSpec, source: str, day: dt.date) -> str:
-    source_spec = spec.sources[source]
-    extension = "csv.gz" if source_spec.format == "csv" and source_spec.compression == "gzip" else source_spec.format
-    return f"{spec.blob_prefix(source, day)}/{source}.{extension}"
+__all__ = ["LandReport", "LandedBlob", "LandingError", "blob_key", "days_between", "land", "land_files",
+           "local_days"]
 
 
 def local_days(frame: pd.DataFrame, column: str, zone) -> pd.Series:
-    stamps = pd.to_datetime(frame[column], utc=True)
-    return stamps.dt.tz_convert(zone.key).dt.date
+    """Each row's local date by the timestamp rules (iso; naive values are local to `zone`)."""
+    import pyarrow as pa
+
+    stamps = to_instants(pa.array(frame[column], from_pandas=True), "iso", zone)
+    return pd.Series(local_dates(stamps, zone).to_pylist(), index=frame.index)
 
 
 def days_between(start: dt.date, end: dt.date) -> list[dt.date]:
@@ -47,36 +44,20 @@ def land(
     days: Iterable[dt.date],
     progress: bool = False,
 ) -> list[LandedBlob]:
-    """Write each source's rows of each day as one blob, replacing what was there.
+    """Write each source's rows of each day as one blob, replacing what was there (same bytes: untouched).
 
     A day on which a source has no rows gets no blob: downstream sees that day as missing.
     """
+    import pyarrow as pa
+
     unknown = sorted(set(frames) - set(spec.sources))
     if unknown:
         raise ValueError(f"frames for sources the spec does not declare: {unknown}")
-    days = list(days)
-    landed: list[LandedBlob] = []
-    with tqdm(total=len(days) * len(frames), desc="landing", unit="blob", disable=not progress) as bar:
-        for source, frame in frames.items():
-            source_spec = spec.sources[source]
-            by_day = frame.groupby(local_days(frame, source_spec.timestamp_column, spec.zone))
-            groups = {day: rows for day, rows in by_day}
-            for day in days:
-                rows = groups.get(day)
-                bar.update()
-                if rows is None or rows.empty:
-                    continue
-                key = blob_key(spec, source, day)
-                info = store.put(key, _encode(rows, source_spec.format, source_spec.compression == "gzip"))
-                landed.append(LandedBlob(source, day, info, len(rows)))
-    return landed
-
-
-def _encode(rows: pd.DataFrame, file_format: str, gzipped: bool = False) -> bytes:
-    if file_format == "csv":
-        text = rows.to_csv(index=False).encode("utf-8")
-        # mtime=0: the same rows give the same bytes, so relanding them keeps the blob's sha256.
-        return gzip.compress(text, mtime=0) if gzipped else text
-    buffer = io.BytesIO()
-    rows.to_parquet(buffer, index=False)
-    return buffer.getvalue()
+    tables = {}
+    for source, frame in frames.items():
+        try:
+            tables[source] = typed_table(pa.Table.from_pandas(frame, preserve_index=False), spec.sources[source],
+                                         f"{source} rows", spec.zone)
+        except MalformedBlobError as exc:
+            raise LandingError(str(exc)) from None
+    return land_tables(store, spec, tables, days, mode="replace", progress=progress)
