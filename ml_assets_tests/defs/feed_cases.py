@@ -106,8 +106,22 @@ def test_late_outcomes_raise_coverage_and_version_only_when_content_changes(loca
     assert frame.count() == labelled_rows < examples
     assert settled_days(SPEC, datasets, [D1]) == []
 
-    # The rest lands: both days rebuilt in one range run; every outcome in reach is joined by key.
+    # The rest lands. Automation asks for the labels of every day a landed feed day can reach (01-03 can hold
+    # outcomes of 01-01 and 01-02: max_delay_days 5), not only the latest day; 01-03 has no examples yet.
+    _run(resources, instance, ["labels"], D2)
+    defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
+    selection = dg.AssetSelection.assets("labels")
+    now = dt.datetime(2013, 1, 10, tzinfo=dt.UTC)
+    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                              evaluation_time=now)
     _land_feed(store, resources, instance, frames, dt.date(2013, 1, 3), dt.date(2013, 1, 6))
+    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                               evaluation_time=now, cursor=first.cursor)
+    requested = {key for r in second.results if r.key == dg.AssetKey("labels")
+                 for key in r.true_subset.expensively_compute_partition_keys()}
+    assert requested == {D1, D2}
+
+    # Both days rebuilt in one range run; every outcome in reach is joined by key.
     _run(resources, instance, ["labels"], partition_range=(D1, D2))
     full = stored_label_stats(datasets, D1)
     assert full["examples"] == examples
@@ -123,26 +137,3 @@ def test_late_outcomes_raise_coverage_and_version_only_when_content_changes(loca
         map(tuple, labels[["carrier", "flight", "origin"]].to_numpy()))
     assert settled_days(SPEC, datasets, [D1, D2]) == [D1, D2]
 
-
-def test_a_landed_feed_day_requests_the_labels_of_every_day_it_reaches(local_resource, spark_resource,
-                                                                       instance, tables):
-    frames, _ = tables
-    store = local_resource
-    resources = make_resources(store, spark_resource)
-    land(store.blob_store(), SPEC, {"flights": frames["flights"], "weather": frames["weather"]},
-         days_between(dt.date(2013, 1, 1), dt.date(2013, 1, 2)))
-    for day in (D1, D2):
-        _run(resources, instance, ["raw_flights", "raw_weather"], day)
-    _run(resources, instance, ["labels"], partition_range=(D1, D2))
-    defs = dg.Definitions(assets=ALL_ASSETS, resources=resources)
-    selection = dg.AssetSelection.assets("labels")
-    now = dt.datetime(2013, 1, 10, tzinfo=dt.UTC)
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
-                                              evaluation_time=now)
-    _land_feed(store, resources, instance, frames, dt.date(2013, 1, 3), dt.date(2013, 1, 3))
-    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
-                                               evaluation_time=now, cursor=first.cursor)
-    requested = {key for r in second.results if r.key == dg.AssetKey("labels")
-                 for key in r.true_subset.expensively_compute_partition_keys()}
-    # Outcomes reported on 01-03 can belong to flights of 01-01 and 01-02 (max_delay_days 5).
-    assert requested == {D1, D2}
