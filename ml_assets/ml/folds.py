@@ -18,13 +18,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ml_assets.ml.training_set import TrainingWindow, choose_window
 from ml_assets.spec.model import PromotionSpec
 
-__all__ = ["Selection", "fold_of_day", "rolling_folds", "select_candidate"]
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy/pandas are imported inside the functions: the code location imports this module.
+__all__ = ["Selection", "earlier_fold_frames", "fold_of_day", "frame_folds", "rolling_folds", "select_candidate"]
 
 
 def rolling_folds(labelled_days: list[str], as_of: str | None, window_days: int, holdout_days: int, k: int,
@@ -77,6 +80,8 @@ def select_candidate(spec: PromotionSpec, y, predictions: Mapping[str, np.ndarra
     ``predictions`` hold each candidate's scores on the same rows (the pooled validation rows of
     all folds, in one order); ties go to the earlier candidate in ``predictions``.
     """
+    import numpy as np
+
     from ml_assets.ml.comparison import compare, metric_function
     from ml_assets.ml.gate import HIGHER_IS_BETTER, improvement_interval
 
@@ -106,3 +111,38 @@ def select_candidate(spec: PromotionSpec, y, predictions: Mapping[str, np.ndarra
         if "error" not in difference:
             established = improvement_interval(metric, difference)[1] > 0
     return Selection(chosen, scores, metric, int(labels.size), comparison, established)
+
+
+def _iso_days(column) -> np.ndarray:
+    import pandas as pd
+
+    return pd.to_datetime(column).dt.strftime("%Y-%m-%d").to_numpy()
+
+
+def frame_folds(frame, date_column: str, window_days: int, holdout_days: int, k: int) -> list[TrainingWindow]:
+    """The folds of a training-set frame (its last day ends the latest fold), as training_set chose them."""
+    days = sorted(set(_iso_days(frame[date_column])))
+    return rolling_folds(days, days[-1] if days else None, window_days, holdout_days, k, min_train_days=1)
+
+
+def earlier_fold_frames(frame, folds: list[TrainingWindow], date_column: str,
+                        key_columns: list[str]) -> list[tuple[object, object]]:
+    """(training rows, validation rows) of every fold but the latest.
+
+    Validation rows come in one fixed order (day, then the spec's key columns), so predictions a
+    training step stores line up with the labels the evaluation step reads from the same frame.
+    """
+    import numpy as np
+
+    days = _iso_days(frame[date_column])
+    out = []
+    for fold in folds[:-1]:
+        train = frame[np.isin(days, fold.train_days)]
+        validation = frame[np.isin(days, fold.holdout_days)]
+        validation = validation.assign(_day=days[np.isin(days, fold.holdout_days)]).sort_values(
+            ["_day", *key_columns], kind="stable").drop(columns="_day")
+        if train.empty or validation.empty:
+            raise ValueError(f"fold validating {fold.holdout_days[0]}..{fold.holdout_days[-1]} has no "
+                             f"{'training' if train.empty else 'validation'} rows")
+        out.append((train.reset_index(drop=True), validation.reset_index(drop=True)))
+    return out

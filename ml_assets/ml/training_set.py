@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 
 SPLIT_COLUMN = "split"
 TRAIN, HOLDOUT = "train", "holdout"
+# Days only earlier rolling-origin folds use (training.folds.k > 1): never the published model's rows.
+EARLIER = "earlier_folds"
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,11 @@ def choose_window(labelled_days: list[str], as_of: str | None, window_days: int,
 
 def labelled_examples(spec: DatasetSpec, features: DataFrame, labels: DataFrame, clusters: DataFrame | None,
                       window: TrainingWindow) -> DataFrame:
-    """Features joined to their labels (rows without a label drop out), clusters as a slice column."""
+    """Features joined to their labels (rows without a label drop out), clusters as a slice column.
+
+    Split: HOLDOUT on the window's holdout days, TRAIN on its training days, EARLIER on any other
+    day read (the extra days of earlier folds).
+    """
     from pyspark.sql import functions as F
 
     keys = [*spec.key_columns, PARTITION_COLUMN]
@@ -65,5 +71,6 @@ def labelled_examples(spec: DatasetSpec, features: DataFrame, labels: DataFrame,
         frame = frame.join(clusters.select(*feature_keys, CLUSTER_COLUMN), on=feature_keys, how="left")
     else:
         frame = frame.withColumn(CLUSTER_COLUMN, F.lit(None).cast("int"))
-    holdout = F.date_format(F.col(PARTITION_COLUMN), "yyyy-MM-dd").isin(window.holdout_days)
-    return frame.withColumn(SPLIT_COLUMN, F.when(holdout, F.lit(HOLDOUT)).otherwise(F.lit(TRAIN)))
+    day = F.date_format(F.col(PARTITION_COLUMN), "yyyy-MM-dd")
+    return frame.withColumn(SPLIT_COLUMN, F.when(day.isin(window.holdout_days), F.lit(HOLDOUT))
+                            .when(day.isin(window.train_days), F.lit(TRAIN)).otherwise(F.lit(EARLIER)))

@@ -219,3 +219,33 @@ def test_failed_cycle_reports_where_it_failed(cycle, instance):
     text = message.get_body(preferencelist=("plain",)).get_content()
     assert "labelled day(s) in the training window" in text
     assert store.models().versions(MODEL_NAME) == []
+
+
+def test_rolling_folds_choose_the_framework_on_pooled_predictions(cycle, monkeypatch):
+    run, store, _, _ = cycle
+    # Two folds of 3 days, 6-day windows: fold 1 validates 01-09..11 trained on 01-03..08, the published
+    # models validate 01-12..14 trained on 01-06..11 (01-03..05 are read for fold 1 only).
+    folded = SPEC.model_copy(update={"training": SPEC.training.model_copy(update={
+        "window_days": 6, "holdout_days": 3, "folds": SPEC.training.folds.model_copy(update={"k": 2})})})
+    for module in ("training", "evaluation"):
+        monkeypatch.setattr(f"ml_assets.defs.assets.{module}.SPEC", folded)
+    result = run(TRAINING)  # the gate's verdict on a 3-day holdout is not what this test is about
+    window = result.asset_materializations_for_node("training_set")[0].metadata
+    assert window["folds"].value == [
+        "train 2013-01-03..2013-01-08 (6 days), holdout 2013-01-09..2013-01-11 (3 days)",
+        "train 2013-01-06..2013-01-11 (6 days), holdout 2013-01-12..2013-01-14 (3 days)"]
+    candidate = result.asset_materializations_for_node("candidate_model")[0].metadata
+    document = store.get_json(evaluation_blob(candidate["version"].value))
+    selection = document["selection"]
+    fold_documents = {v: store.get_json(f"artifacts/folds/{MODEL_NAME}/v{v}.json") for v in (1, 2)}
+    (fold,) = fold_documents[1]["folds"]
+    assert fold["window"] == window["folds"].value[0] and len(fold["p"]) == fold["rows"]
+    assert fold_documents[2]["folds"][0]["rows"] == fold["rows"]  # both frameworks scored the same rows
+    assert selection["folds"] == 2 and selection["rows"] == document["holdout_rows"] + fold["rows"]
+    assert selection["chosen"] == document["candidate"]["label"] == max(selection["scores"],
+                                                                        key=selection["scores"].get)
+    assert selection["comparison"]["overall"]["roc_auc"]["n"] == selection["rows"]
+    # The published model never saw an earlier fold's extra days, nor its own holdout.
+    manifest = store.models().get(MODEL_NAME, candidate["version"].value).manifest
+    assert manifest["data_window"]["train_days"] == DAYS[5:11]
+    assert "chosen on roc_auc" in candidate["selection"].value

@@ -8,6 +8,7 @@ import dagster as dg
 from ml_assets.defs.assets.training import (
     MODEL_NAME,
     TRAINING_GROUP,
+    fold_blob,
     keras_candidate,
     sklearn_candidate,
 )
@@ -15,6 +16,7 @@ from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.defs.freshness import evaluation_freshness
 from ml_assets.ml.clustering import CLUSTER_COLUMN
+from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import SparkDataFrame
@@ -62,6 +64,47 @@ def _comparisons(y, predictions: dict, best: str, champion: str | None, baseline
     }
 
 
+def _select(training_set: SparkDataFrame, holdout, versions: dict[str, int], holdout_predictions: dict,
+            blob_store: BlobStoreResource):
+    """The fresh candidate with the best pooled metric over the folds (earlier folds' scores from the training steps)."""
+    import numpy as np
+
+    from ml_assets.ml.folds import earlier_fold_frames, frame_folds, select_candidate
+
+    y, days = [holdout[SPEC.label.name].to_numpy()], [holdout[PARTITION_COLUMN].astype(str).to_numpy()]
+    pooled = {label: [np.asarray(p)] for label, p in holdout_predictions.items()}
+    if SPEC.training.folds.k > 1:
+        frame = training_set.toPandas()
+        folds = frame_folds(frame, PARTITION_COLUMN, SPEC.training.window_days, SPEC.training.holdout_days,
+                            SPEC.training.folds.k)
+        validations = [v for _, v in earlier_fold_frames(frame, folds, PARTITION_COLUMN, SPEC.key_columns)]
+        stored = {label: blob_store.get_json(fold_blob(version)) for label, version in versions.items()}
+        for index, validation in enumerate(validations):
+            for label, document in stored.items():
+                scores = document["folds"][index]["p"] if index < len(document["folds"]) else []
+                if len(scores) != len(validation):
+                    raise permanent_failure(f"{label}: {len(scores)} stored scores for fold {index + 1}'s "
+                                            f"{len(validation)} validation rows (trained on another training set?)")
+                pooled[label].insert(index, np.asarray(scores))
+            y.insert(index, validation[SPEC.label.name].to_numpy())
+            days.insert(index, validation[PARTITION_COLUMN].astype(str).to_numpy())
+    return select_candidate(SPEC.promotion, np.concatenate(y), {k: np.concatenate(v) for k, v in pooled.items()},
+                            days=np.concatenate(days), metric=PRIMARY_METRIC)
+
+
+def _selection_markdown(selection, folds: int) -> str:
+    scores = ", ".join(f"{label} {score:.4f}" if score is not None else f"{label} n/a"
+                       for label, score in selection.scores.items())
+    lead = ""
+    if selection.comparison is not None:
+        difference = selection.comparison["overall"][selection.metric]
+        if "error" not in difference:
+            lead = (f"; lead {difference['estimate']:+.4f} [{difference['low']:+.4f}, {difference['high']:+.4f}]"
+                    f" ({'established' if selection.established else 'not established'})")
+    return (f"**{selection.chosen}** chosen on {selection.metric} over {selection.rows} rows of {folds} "
+            f"fold(s): {scores}{lead}")
+
+
 @dg.asset(group_name=TRAINING_GROUP, deps=[keras_candidate, sklearn_candidate], kinds={"python"},
           code_version="1", freshness_policy=evaluation_freshness, pool=SPARK_POOL, retry_policy=STORE_RETRY)
 def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFrame,
@@ -106,7 +149,9 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
     results = {label: evaluate(label, y, p, slices=slices, threshold=SPEC.promotion.decision_threshold,
                                min_slice_size=SPEC.promotion.min_slice_size) for label, p in predictions.items()}
     fresh = [label for label in contenders if not label.startswith("champion")]
-    best = max(fresh, key=lambda label: getattr(results[label].overall, PRIMARY_METRIC) or float("-inf"))
+    selection = _select(training_set, holdout, {label: contenders[label] for label in fresh},
+                        {label: predictions[label] for label in fresh}, blob_store)
+    best = selection.chosen
     version = contenders[best]
     comparisons = _comparisons(y, predictions, best, None if champion is None else f"champion v{champion}",
                                BASELINE_LABEL, slices, holdout["date"].to_numpy())
@@ -123,6 +168,8 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         "baseline": {"label": BASELINE_LABEL, "train_rows": len(train),
                      "evaluation": as_gate_input(results[BASELINE_LABEL])},
         "comparisons": comparisons,
+        # The framework was chosen by the gate's paired criterion on the pooled rows of training.folds.k folds.
+        "selection": {**selection.as_dict(), "folds": SPEC.training.folds.k},
         "others": {label: as_gate_input(results[label]) for label in fresh if label != best},
         "holdout_rows": len(holdout),
         "holdout_days": sorted({str(d) for d in holdout["date"]}),
@@ -141,6 +188,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         "champion_version": champion if champion is not None else "none",
         "holdout_rows": len(holdout),
         "baseline_roc_auc": results[BASELINE_LABEL].overall.roc_auc or float("nan"),
+        "selection": dg.MetadataValue.md(_selection_markdown(selection, SPEC.training.folds.k)),
         "evaluation_blob": evaluation_blob(version),
         **{name.replace(" ", "_"): dg.MetadataValue.md(table) for name, table in document["tables"].items()},
         "plot": dg.MetadataValue.md(f"![evaluation](data:image/png;base64,{base64.b64encode(plot).decode()})"),

@@ -12,7 +12,9 @@ from ml_assets.defs.assets.clusters import clusters
 from ml_assets.defs.assets.features import features, labels
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
-from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN, choose_window, labelled_examples
+from ml_assets.ml.folds import rolling_folds
+from ml_assets.ml.raw import PARTITION_COLUMN
+from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN, labelled_examples
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
 from ml_assets.resources.spark_io import read_tables
@@ -37,11 +39,12 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, b
     datasets = blob_store.datasets()
     labelled = sorted(set(datasets.partitions("labels")) & set(datasets.partitions("features")))
     try:
-        window = choose_window(labelled, config.as_of, SPEC.training.window_days, SPEC.training.holdout_days,
-                               config.min_train_days)
+        folds = rolling_folds(labelled, config.as_of, SPEC.training.window_days, SPEC.training.holdout_days,
+                              SPEC.training.folds.k, config.min_train_days)
     except ValueError as exc:  # too few labelled days: waiting, not retrying, brings more
         raise permanent_failure(str(exc)) from exc
-    days = window.train_days + window.holdout_days
+    window = folds[-1]  # the published models' window; earlier folds only judge the frameworks
+    days = sorted({day for fold in folds for day in fold.train_days + fold.holdout_days})
     spark = pyspark.spark_session
 
     def read(table: str, wanted: list[str]) -> SparkDataFrame:
@@ -55,6 +58,7 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, b
         "train_days": dg.MetadataValue.json(window.train_days),
         "holdout_days": dg.MetadataValue.json(window.holdout_days),
         "days_without_clusters": dg.MetadataValue.json(sorted(set(days) - set(clustered))),
+        "folds": dg.MetadataValue.json([fold.description for fold in folds]),
     })
     return frame
 
@@ -91,7 +95,7 @@ def _holdout_metrics(model, training: SparkDataFrame) -> dict:
 
 
 def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, model, flavor: str,
-             params: dict, seconds: float, rows: int, metrics: dict) -> dg.MaterializeResult:
+             params: dict, seconds: float, rows: int, metrics: dict, extra: dict | None = None) -> dg.MaterializeResult:
     from ml_assets.ml.models import save_model
 
     window = context.instance.get_latest_materialization_event(training_set.key)
@@ -120,19 +124,55 @@ def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, m
         "train_rows": rows, "train_seconds": round(seconds, 2), "size_bytes": size,
         "params": dg.MetadataValue.json(params),
         **{f"holdout_{name}": value for name, value in metrics.items() if isinstance(value, float)},
+        **(extra or {}),
     })
+
+
+def fold_blob(version: int) -> str:
+    """Predictions of a candidate's framework on the earlier folds' validation rows."""
+    return f"artifacts/folds/{MODEL_NAME}/v{version}.json"
+
+
+def _earlier_folds(training: SparkDataFrame, fit) -> list[dict]:
+    """Refit on each earlier fold's window and score its validation rows (training.folds.k > 1)."""
+    from ml_assets.ml.evaluation import compute_metrics
+    from ml_assets.ml.folds import earlier_fold_frames, frame_folds
+
+    frame = training.toPandas()
+    folds = frame_folds(frame, PARTITION_COLUMN, SPEC.training.window_days, SPEC.training.holdout_days,
+                        SPEC.training.folds.k)
+    scored = []
+    for fold, (train, validation) in zip(folds, earlier_fold_frames(frame, folds, PARTITION_COLUMN,
+                                                                    SPEC.key_columns), strict=False):
+        y = validation[SPEC.label.name].to_numpy()
+        p = fit(train).predict_proba(validation)
+        roc_auc = compute_metrics(y, p, threshold=SPEC.promotion.decision_threshold).roc_auc
+        scored.append({"window": fold.description, "rows": len(validation), "positives": int(y.sum()),
+                       "roc_auc": roc_auc, "p": [float(v) for v in p]})
+    return scored
 
 
 def _train_and_publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource,
                        training_set: SparkDataFrame, flavor: str, trainer, params, seed: int) -> dg.MaterializeResult:
     from ml_assets.ml.models import FeatureColumns
 
+    columns = FeatureColumns.from_spec(SPEC)
+
+    def fit(examples):
+        return trainer(examples, examples[SPEC.label.name].to_numpy(), columns, params, seed)
+
     examples = _split(training_set, TRAIN)
     started = time.perf_counter()
-    model = trainer(examples, examples[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC), params, seed)
+    model = fit(examples)
     seconds = time.perf_counter() - started
-    return _publish(context, blob_store, model, flavor, {**asdict(params), "seed": seed}, seconds,
-                    len(examples), _holdout_metrics(model, training_set))
+    # Same configuration refitted on each earlier fold: the evaluation step chooses the framework on all folds.
+    folds = _earlier_folds(training_set, fit) if SPEC.training.folds.k > 1 else []
+    extra = {"earlier_folds_roc_auc": dg.MetadataValue.json([f["roc_auc"] for f in folds])} if folds else {}
+    result = _publish(context, blob_store, model, flavor, {**asdict(params), "seed": seed}, seconds,
+                      len(examples), _holdout_metrics(model, training_set), extra)
+    if folds:
+        blob_store.put_json(fold_blob(result.metadata["version"]), {"flavor": flavor, "folds": folds})
+    return result
 
 
 @dg.asset(group_name=TRAINING_GROUP, kinds={"tensorflow"}, code_version="1", pool=SPARK_POOL,
