@@ -1,8 +1,11 @@
 """Blocking data-quality checks on features and labels (raw checks run inside the raw assets)."""
 
+from collections.abc import Callable, Iterator
+
 import dagster as dg
 
 from ml_assets.defs.assets.features import features, labels
+from ml_assets.defs.checks.per_day import day_evaluations, range_days
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY
 from ml_assets.defs.partitions import daily_partitions
@@ -12,37 +15,53 @@ from ml_assets.ml.unique_keys import spark_duplicate_keys
 from ml_assets.resources.spark import SparkDataFrame
 
 
+def _verdicts(context: dg.AssetCheckExecutionContext, name: str, whole: dg.AssetCheckResult,
+              by_day: Callable[[str], dg.AssetCheckResult]) -> Iterator:
+    """One day: `whole` (Dagster gives it the day). A range run: one evaluation per day (by_day),
+    so one bad day fails only itself; the step still fails if any blocking verdict failed."""
+    if (days := range_days(context)) is None:
+        yield whole
+        return
+    yield from day_evaluations(context.instance, features.key, {day: [by_day(day)] for day in days})
+    yield dg.Output(None)
+
+
+def _result(name: str, problems: list[str], metadata: dict) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=name, passed=not problems, description="; ".join(problems) or None,
+                               metadata=metadata)
+
+
 @dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
                 pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="Every spec feature is present with its type")
-def features_schema(features: SparkDataFrame) -> dg.AssetCheckResult:
+def features_schema(context: dg.AssetCheckExecutionContext, features: SparkDataFrame) -> Iterator:
     expected = expected_feature_types(SPEC)
     problems = schema_problems(features, expected)
-    return dg.AssetCheckResult(
-        passed=not problems,
-        description="; ".join(problems) or None,
-        metadata={"expected": dg.MetadataValue.json(expected), "problems": dg.MetadataValue.json(problems)},
-    )
+    result = _result("features_schema", problems, {"expected": dg.MetadataValue.json(expected),
+                                                   "problems": dg.MetadataValue.json(problems)})
+    # One frame, one schema: every day of a range shares the verdict.
+    yield from _verdicts(context, "features_schema", result, lambda day: result)
+
+
+def _day_quality(stats: dict | None) -> list[str]:
+    if stats is None:
+        return ["no rows"]
+    problems = [f"{stats['rows']} rows < {SPEC.quality.min_rows}"] if stats["rows"] < SPEC.quality.min_rows else []
+    return problems + [
+        f"{name} null rate {stats[name]:.3f} > {SPEC.quality.null_bound(name)}"
+        for name in SPEC.features.names
+        if stats[name] > SPEC.quality.null_bound(name)
+    ]
 
 
 @dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
                 pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="Each day has enough rows and each feature's null rate is within bounds")
-def features_quality(features: SparkDataFrame) -> dg.AssetCheckResult:
+def features_quality(context: dg.AssetCheckExecutionContext, features: SparkDataFrame) -> Iterator:
     profile = daily_profile(features, SPEC.features.names)
-    failures = {}
-    for day, stats in sorted(profile.items()):
-        problems = []
-        if stats["rows"] < SPEC.quality.min_rows:
-            problems.append(f"{stats['rows']} rows < {SPEC.quality.min_rows}")
-        problems += [
-            f"{name} null rate {stats[name]:.3f} > {SPEC.quality.null_bound(name)}"
-            for name in SPEC.features.names
-            if stats[name] > SPEC.quality.null_bound(name)
-        ]
-        if problems:
-            failures[day] = problems
-    return dg.AssetCheckResult(
+    failures = {day: problems for day, stats in sorted(profile.items()) if (problems := _day_quality(stats))}
+    whole = dg.AssetCheckResult(
+        check_name="features_quality",
         passed=bool(profile) and not failures,
         description=None if profile and not failures else f"failing days: {sorted(failures) or 'no rows at all'}",
         metadata={
@@ -51,15 +70,18 @@ def features_quality(features: SparkDataFrame) -> dg.AssetCheckResult:
             "failures": dg.MetadataValue.json(failures),
         },
     )
+    yield from _verdicts(context, "features_quality", whole, lambda day: _result(
+        "features_quality", _day_quality(profile.get(day)),
+        {"rows": int(profile[day]["rows"]) if day in profile else 0}))
 
 
 @dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
                 pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="The spec's key_columns are unique within each day (a join fanning out fails it)")
-def features_unique_keys(features: SparkDataFrame) -> dg.AssetCheckResult:
-    # A range run records one verdict for the range: the failing days are named in it.
+def features_unique_keys(context: dg.AssetCheckExecutionContext, features: SparkDataFrame) -> Iterator:
     reports = spark_duplicate_keys(features, SPEC.key_columns, PARTITION_COLUMN)
-    return dg.AssetCheckResult(
+    whole = dg.AssetCheckResult(
+        check_name="features_unique_keys",
         passed=not reports,
         description="; ".join(f"{day}: {r.describe()}" for day, r in sorted(reports.items())) or None,
         metadata={
@@ -70,6 +92,10 @@ def features_unique_keys(features: SparkDataFrame) -> dg.AssetCheckResult:
                                                  for day, r in sorted(reports.items())}),
         },
     )
+    yield from _verdicts(context, "features_unique_keys", whole, lambda day: _result(
+        "features_unique_keys", [reports[day].describe()] if day in reports else [],
+        {"duplicated_keys": reports[day].duplicated_keys if day in reports else 0,
+         "first": dg.MetadataValue.json(reports[day].first if day in reports else [])}))
 
 
 @dg.asset_check(asset=labels, blocking=True, partitions_def=daily_partitions,
