@@ -333,7 +333,7 @@ def test_directory_instead_of_file(tmp_path: Path) -> None:
 def test_unknown_bundled_name() -> None:
     with pytest.raises(SpecError) as raised:
         load_spec("no_such_spec")
-    assert str(raised.value) == "no bundled spec named 'no_such_spec'; bundled specs: ['flights']"
+    assert str(raised.value) == "no bundled spec named 'no_such_spec'; bundled specs: ['flights', 'flights_label_feed']"
 
 
 @pytest.mark.parametrize("name", ["spec.json", "configs/flights"])
@@ -343,4 +343,4 @@ def test_path_without_yaml_suffix(name: str) -> None:
     message = str(raised.value)
     assert repr(name) in message
     assert "neither a bundled spec name nor a path ending in .yaml or .yml" in message
-    assert "['flights']" in message
+    assert "['flights', 'flights_label_feed']" in message
