@@ -254,6 +254,10 @@ def _from_iso(text: pa.Array, zone_key: str, ambiguous: str, nonexistent: str) -
         # A column is written one way; a value without the offset the others have is cut short or foreign.
         odd = pc.and_(pc.is_valid(text), pc.invert(has_offset) if with_offset * 2 >= present else has_offset)
         row = pc.index(odd, True).as_py()
+        naive_odd = with_offset * 2 >= present
+        if cast_or_null(text.slice(row, 1), pa.timestamp("us") if naive_odd else pa.timestamp("us", "UTC"))[0].as_py() \
+                is None:
+            raise TimestampValueError(row, text[row].as_py(), "not an ISO 8601 timestamp")
         first = pc.index(pc.fill_null(pc.equal(has_offset, pc.invert(odd)), False), True).as_py()
         raise TimestampValueError(row, text[row].as_py(), (
             f"{'no' if with_offset * 2 >= present else 'a'} zone offset, unlike data row {first + 1} "

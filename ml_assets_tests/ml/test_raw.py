@@ -338,3 +338,26 @@ def test_parquet_header_only_and_other_day(
     assert malformed(to_parquet(day_rows.head(0)), flights_parquet, spec).endswith("no rows (header only)")
     other = malformed(to_parquet(day_rows), flights_parquet, spec, day=dt.date(2013, 1, 4))
     assert "720 row(s) have a 'time_hour' outside 2013-01-04" in other
+
+
+# --- timestamps as users have them -------------------------------------------------------------
+
+
+def test_naive_timestamps_are_local_to_the_spec_timezone(
+    spec: DatasetSpec, flights: SourceSpec, day_rows: pd.DataFrame, day_csv: bytes
+) -> None:
+    """Before: 'expected a zone offset'. Wall-clock New York times read as the same instants as the Z ones."""
+    stamps = pd.to_datetime(day_rows["time_hour"], utc=True).dt.tz_convert(spec.timezone)
+    naive = day_rows.assign(time_hour=stamps.dt.strftime("%Y-%m-%d %H:%M:%S"))
+    assert parse(naive.to_csv(index=False).encode(), flights, spec).equals(parse(day_csv, flights, spec))
+
+
+def test_epoch_milliseconds_blob(spec: DatasetSpec, flights: SourceSpec, day_rows: pd.DataFrame,
+                                 day_csv: bytes) -> None:
+    epoch = flights.model_copy(update={"timestamp_format": "epoch_ms"})
+    millis = pd.to_datetime(day_rows["time_hour"], utc=True).astype("int64") // 1_000_000
+    table = parse(day_rows.assign(time_hour=millis).to_csv(index=False).encode(), epoch, spec)
+    assert table.equals(parse(day_csv, flights, spec))
+    message = malformed(day_csv, epoch, spec)  # ISO text where numbers are declared
+    assert "column 'time_hour' (data row 1): invalid value '2013-01-06T04:00:00Z'" in message
+    assert "not a number of milliseconds since 1970-01-01" in message
