@@ -32,6 +32,7 @@ def test_asset_graph_groups_and_lineage():
         "reference_stats": "monitoring",
         "feature_drift": "monitoring",
         "live_performance": "monitoring",
+        "estimated_performance": "monitoring",
     }
     parents = {k.to_user_string(): sorted(p.to_user_string() for p in graph.get(k).parent_keys)
                for k in graph.get_all_asset_keys()}
@@ -45,6 +46,7 @@ def test_asset_graph_groups_and_lineage():
     assert parents["reference_stats"] == ["deployed_model"]
     assert parents["feature_drift"] == ["features", "reference_stats"]
     assert parents["live_performance"] == ["deployed_model", "features", "labels"]
+    assert parents["estimated_performance"] == ["deployed_model", "features"]
 
 
 def test_checks_are_blocking():
@@ -90,7 +92,7 @@ def test_sensors_jobs_and_automation():
     graph = defs.resolve_asset_graph()
     automated = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).automation_condition}
     assert automated == {"features", "labels", "cluster_model", "clusters", "deployed_model", "reference_stats",
-                         "feature_drift", "live_performance"}
+                         "feature_drift", "live_performance", "estimated_performance"}
     for key in ("features", "labels", "clusters"):
         policy = graph.get(dg.AssetKey(key)).backfill_policy
         assert policy is not None and policy.max_partitions_per_run is None  # single run

@@ -1,0 +1,140 @@
+"""live_performance over a trailing window (interval, label coverage), estimated_performance (CBPE), range runs
+and the performance sensor judged as of a day or on estimates; a real store, instance and sklearn champion."""
+
+import dagster as dg
+import pytest
+
+from ml_assets.defs.assets.performance import estimate_blob, estimated_performance, live_performance
+from ml_assets.defs.assets.training import MODEL_NAME
+from ml_assets.defs.sensors import retraining
+from ml_assets.defs.sensors.retraining import (
+    TRIGGER_TAG,
+    performance_tick,
+    retrain_on_performance_sensor,
+)
+from ml_assets.ml.labels import DayLabelStats, write_label_stats
+from ml_assets.spec.labels import LabelFeedSpec
+from ml_assets.storage.model_store import MANIFEST_KEYS
+from ml_assets_tests.defs import test_monitoring as base
+from ml_assets_tests.defs.test_monitoring import metadata, publish_day, tick
+
+# The same champion and days as test_monitoring (fixtures by name).
+champion_store, one_day_windows = base.champion_store, base.one_day_windows
+
+WEEK = [f"2013-01-{d}" for d in range(22, 29)]
+RANGE_START, RANGE_END = "dagster/asset_partition_range_start", "dagster/asset_partition_range_end"
+RANGE = {RANGE_START: WEEK[0], RANGE_END: WEEK[-1]}
+
+
+def run(assets, store, instance, partition_key=None, tags=None):
+    """One in-process run: a day (partition_key) or a range of days (the range tags, as the replay runs them)."""
+    return dg.materialize(assets, resources={"blob_store": store}, instance=instance, partition_key=partition_key,
+                          tags=tags)
+
+
+def day_reports(instance, asset) -> dict[str, dict]:
+    """The latest materialization metadata per day, plain values."""
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset.key), limit=1000).records
+    out = {}
+    for record in records:  # newest first
+        m = record.asset_materialization
+        out.setdefault(m.partition, {k: v.value for k, v in m.metadata.items()})
+    return out
+
+
+@pytest.fixture
+def labelled_week(champion_store, tmp_path):
+    """A week after the champion's holdout; from 01-25 on the labels are inverted (a real loss); 01-29 settles 01-28."""
+    store, version = champion_store
+    for i, day in enumerate(WEEK):
+        publish_day(store, tmp_path, day, seed=600 + i, flip_labels=day >= "2013-01-25")
+    publish_day(store, tmp_path, "2013-01-29", seed=700)
+    return store, version
+
+
+@pytest.mark.integration
+def test_a_range_run_judges_each_day_on_its_window_next_to_the_cbpe_estimate(labelled_week, instance):
+    store, version = labelled_week
+    assert run([estimated_performance], store, instance, tags=RANGE).success
+    estimates = day_reports(instance, estimated_performance)
+    assert sorted(estimates) == WEEK and all(e["champion_version"] == version for e in estimates.values())
+    assert store.get_json(estimate_blob(WEEK[0]))["expected"] == estimates[WEEK[0]]["expected"]
+
+    assert run([live_performance], store, instance, tags=RANGE).success
+    judged = day_reports(instance, live_performance)
+    assert sorted(judged) == WEEK  # one materialization per day of the range
+    first, last = judged[WEEK[0]], judged[WEEK[-1]]
+    assert first["window"] == "2013-01-22..2013-01-22 (1 days)"  # the champion's holdout days are left out
+    assert last["window"] == "2013-01-22..2013-01-28 (7 days)" and last["rows"] == 7 * 400
+    for day in WEEK:
+        m = judged[day]
+        assert m["judged"] and m["low"] <= m["live"] <= m["high"] and m["drop_low"] <= m["drop"] <= m["drop_high"]
+    assert not first["flagged"] and "no significant drop" in first["summary"]
+    assert last["flagged"] and last["drop_low"] > 0 and "significant drop" in last["summary"]
+    # CBPE sees the rows, not the labels: inverted labels leave the estimate where it was.
+    assert last["day_value"] < 0.5 < last["estimate"]
+    assert f"| {WEEK[-1]} | 400 |" in last["performance_table"] and "**FLAGGED**" in last["performance_table"]
+
+
+@pytest.mark.integration
+def test_the_sensor_judged_as_of_a_day_leaves_later_reports_for_the_next_tick(labelled_week, instance):
+    store, _version = labelled_week
+    assert run([live_performance], store, instance, tags=RANGE).success
+    with dg.build_sensor_context(instance=instance, resources={"blob_store": store}) as context:
+        early = performance_tick(context, store, until_day="2013-01-24")
+    assert "3 new report(s)" in early.skip_reason.skip_message
+    later = tick(retrain_on_performance_sensor, instance, store, early.cursor)
+    (request,) = later.run_requests  # 01-26..01-28 flagged: three in a row
+    assert request.tags[TRIGGER_TAG] == "performance" and request.tags[retraining.AS_OF_TAG] == WEEK[-1]
+
+
+@pytest.mark.integration
+def test_the_sensor_counts_cbpe_estimates_before_labels_when_configured(champion_store, tmp_path, instance,
+                                                                       monkeypatch):
+    store, version = champion_store
+    # A champion whose holdout AUC looked near perfect: its expected AUC on live days is far below it.
+    models = store.models()
+    manifest = models.get(MODEL_NAME, version).manifest
+    claimed = {**{k: v for k, v in manifest.items() if k not in MANIFEST_KEYS}, "metrics": {"holdout": {**manifest["metrics"]["holdout"], "roc_auc": 0.999}}}
+    folder = tmp_path / "model-0"
+    boasting = models.publish(MODEL_NAME, folder, claimed).version
+    models.promote(MODEL_NAME, boasting, expected=version, reason="test")
+    from ml_assets.defs.assets import performance
+
+    # ... and a spec tolerating 0.02 of ROC AUC: the expected ~0.96 is a loss.
+    monkeypatch.setattr(performance, "PERFORMANCE", performance.PERFORMANCE.model_copy(update={"max_drop": 0.02}))
+    for i, day in enumerate(WEEK[:3]):
+        publish_day(store, tmp_path, day, seed=800 + i, tables=["features"])  # no labels yet
+    assert run([estimated_performance], store, instance, tags={**RANGE, RANGE_END: WEEK[2]}).success
+    reports = day_reports(instance, estimated_performance)
+    assert all(m["flagged"] for m in reports.values()), reports
+
+    unset = tick(retrain_on_performance_sensor, instance, store)
+    assert not unset.run_requests and "no day judged yet" in unset.skip_reason.skip_message
+    monkeypatch.setattr(retraining, "PERFORMANCE", retraining.PERFORMANCE.model_copy(update={"use_estimate": True}))
+    fired = tick(retrain_on_performance_sensor, instance, store)
+    (request,) = fired.run_requests
+    assert request.tags[retraining.TRIGGER_DAYS_TAG] == ",".join(WEEK[:3])
+    assert "CBPE estimate" in request.tags[retraining.REASON_TAG]
+
+
+@pytest.mark.integration
+def test_with_a_label_feed_a_day_is_judged_once_its_coverage_is_reached_and_rejudged_on_new_labels(
+        champion_store, tmp_path, instance, monkeypatch):
+    from ml_assets.defs.assets import performance
+
+    store, _version = champion_store
+    monkeypatch.setattr(performance, "FEED", LabelFeedSpec(source="outcomes", min_coverage=0.9))
+    day = WEEK[0]
+    publish_day(store, tmp_path, day, seed=900)
+    datasets = store.datasets()
+    write_label_stats(datasets, DayLabelStats(day, examples=400, outcomes=200, labelled=200, feed_days=[day]))
+    early = run([live_performance], store, instance, partition_key=day)
+    assert early.success and not early.get_asset_materialization_events()
+    assert any(f"label coverage of {day} is 50% < 90%" in (e.message or "") for e in instance.all_logs(early.run_id))
+
+    publish_day(store, tmp_path / "late", day, seed=900, tables=["labels"])  # the late outcomes: a new labels version
+    write_label_stats(datasets, DayLabelStats(day, examples=400, outcomes=400, labelled=400, feed_days=[day]))
+    judged = metadata(run([live_performance], store, instance, partition_key=day), live_performance)
+    assert judged["judged"] and judged["label_coverage"] == 1.0
+    assert judged["labels_version"] == datasets.current("labels", day).version
