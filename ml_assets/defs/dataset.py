@@ -1,9 +1,9 @@
 """The dataset spec this code location serves: ML_ASSETS_SPEC names a bundled spec or a YAML path."""
 
-import os
-
+from ml_assets.defs.resources import SPEC_VAR as SPEC_ENV_VAR
+from ml_assets.defs.resources import spec_name
 from ml_assets.spec import DatasetSpec, load_spec
 
-SPEC_ENV_VAR = "ML_ASSETS_SPEC"
+__all__ = ["SPEC", "SPEC_ENV_VAR"]
 
-SPEC: DatasetSpec = load_spec(os.environ.get(SPEC_ENV_VAR, "flights"))
+SPEC: DatasetSpec = load_spec(spec_name())
