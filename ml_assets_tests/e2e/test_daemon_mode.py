@@ -41,7 +41,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.azurite, pytest.mark.timeout(
 FIRST_DAY = dt.date(2013, 1, 1)
 LAST_BOOTSTRAP_DAY = dt.date(2013, 1, 10)
 NEW_DAY = dt.date(2013, 1, 11)
-DAILY = ["raw_flights", "raw_weather", "features", "labels", "clusters", "feature_drift", "live_performance"]
+DAILY = ["raw_flights", "raw_weather", "features", "labels", "clusters", "feature_drift", "estimated_performance",
+         "live_performance"]
 UNPARTITIONED = ["cluster_model", "training_set", "keras_candidate", "sklearn_candidate", "candidate_model",
                  "deployed_model", "reference_stats"]
 KEYS = [dg.AssetKey(name) for name in DAILY + UNPARTITIONED]
@@ -139,7 +140,8 @@ def test_daemon_mode_end_to_end(daemon_deployment, example_frames):
                    interval=5, dump=dump)
         second = materializations(instance, KEYS)
         added = partitioned(second) - partitioned(first)
-        expected = {(k, new) for k in ("raw_flights", "raw_weather", "features", "labels", "clusters", "feature_drift")}
+        expected = {(k, new) for k in ("raw_flights", "raw_weather", "features", "labels", "clusters", "feature_drift",
+                                       "estimated_performance")}
         assert set(added) == expected | {("live_performance", previous)}, f"added: {sorted(added)}\n{dump()}"
         retrains = instance.get_runs(filters=dg.RunsFilter(tags={"ml_assets/retrain": "true"}))
         assert len(retrains) == 1, f"one new day retrained the model:\n{dump()}"
