@@ -195,7 +195,7 @@ def train_keras(frame: pd.DataFrame, y: np.ndarray, columns: FeatureColumns, par
 
     Sets Keras' global seeds (Python, NumPy, TensorFlow) and enables TensorFlow op determinism
     for the process, which reproducible training needs. With an active ``calibration``, the
-    network trains on all but the last ``calibration.days`` days (``days``: each row's day,
+    network trains on all but ``calibration.days`` held-out days (``days``: each row's day,
     default the frame's ``date`` column) and the calibrator fitted on those is part of the graph.
     """
     if calibration is None or not calibration.active:

@@ -211,7 +211,7 @@ def train_sklearn(frame: pd.DataFrame, y: np.ndarray, columns: FeatureColumns, p
                   seed: int, *, calibration: CalibrationParams | None = None, days=None) -> SklearnTabularModel:
     """Fit the pipeline on raw feature columns of `frame` (extra columns ignored); seeded.
 
-    With an active ``calibration``, the pipeline fits on all but the last ``calibration.days``
+    With an active ``calibration``, the pipeline fits on all but ``calibration.days`` held-out
     days (``days``: each row's day, default the frame's ``date`` column) and its classifier step
     becomes a CalibratedClassifier holding the calibrator fitted on those days.
     """

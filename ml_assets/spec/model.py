@@ -108,8 +108,11 @@ class TrainingSpec(_Strict):
     calibration: Literal["isotonic", "platt", "none"] = Field(
         "isotonic", description="Post-hoc calibration stored inside each candidate's artifact (ml_assets.ml.calibration): "
         "isotonic (monotone steps), platt (sigmoid of the logit) or none")
-    calibration_days: int = Field(4, ge=1, description="Last days of the training window held out from fitting the "
-                                  "model, on which the calibrator is fitted (never the gate's holdout)")
+    calibration_days: int = Field(7, ge=1, description="Days of the training window held out from fitting the model, "
+                                  "on which the calibrator is fitted (never the gate's holdout)")
+    calibration_split: Literal["spread", "last"] = Field(
+        "spread", description="Which training days calibrate: spread evenly over the window (its mix of days: on flights a "
+        "few days' delay rate swings far from the window's) or the window's last days")
 
 
 class LabelRateBounds(_Strict):

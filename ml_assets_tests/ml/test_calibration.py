@@ -92,9 +92,12 @@ def test_tensorflow_ops_equal_the_numpy_calibrator(method):
 
 def test_calibration_split_holds_out_the_last_days_and_says_what_is_wrong():
     days = np.array(["2013-03-02", "2013-03-01", "2013-03-03", "2013-03-03", "2013-03-04"])
-    fit, held, names = calibration_split(days, 2)
+    fit, held, names = calibration_split(days, 2, "last")
     assert names == ["2013-03-03", "2013-03-04"]
     assert list(held) == [2, 3, 4] and list(fit) == [0, 1]
+    fit, held, names = calibration_split(days, 2, "spread")  # the first and the last day
+    assert names == ["2013-03-01", "2013-03-04"]
+    assert list(held) == [1, 4] and list(fit) == [0, 2, 3]
     with pytest.raises(ValueError, match="span only 4 day"):
         calibration_split(days, 4)
     with pytest.raises(ValueError, match="both classes"):
@@ -103,6 +106,8 @@ def test_calibration_split_holds_out_the_last_days_and_says_what_is_wrong():
         CalibrationParams(method="beta")
     with pytest.raises(ValueError, match="positive integer"):
         CalibrationParams(days=0)
+    with pytest.raises(ValueError, match="split 'first' is unknown"):
+        CalibrationParams(split="first")
 
 
 # --------------------------------------------------------------------------- calibrated artifacts
@@ -124,7 +129,7 @@ def tabular(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
 @pytest.fixture(scope="module")
 def calibrated_models():
     frame, labels = tabular(3_000, seed=5)
-    calibration = CalibrationParams(method="isotonic", days=3)
+    calibration = CalibrationParams(method="isotonic", days=3, split="last")
     return {
         "sklearn": train_sklearn(frame, labels, COLUMNS, SklearnParams(max_iter=30), seed=0,
                                  calibration=calibration),
@@ -138,7 +143,10 @@ def calibrated_models():
 def test_calibrated_artifact_scores_calibrated_probabilities_after_loading(calibrated_models, flavor, tmp_path):
     model = calibrated_models[flavor]
     info = model.calibration_info()
-    assert info["days"] == ["2013-03-08", "2013-03-09", "2013-03-10"] and info["rows"] == 900
+    expected_days = {"sklearn": ["2013-03-08", "2013-03-09", "2013-03-10"],  # split="last"
+                     "keras": ["2013-03-01", "2013-03-05", "2013-03-10"]}  # split="spread" (the default)
+    assert info["days"] == expected_days[flavor] and info["rows"] == 900
+    assert info["method"] == {"sklearn": "isotonic", "keras": "platt"}[flavor]
     rows, _ = tabular(400, seed=6)
     expected = model.calibrator.apply(model.predict_uncalibrated(rows))
     np.testing.assert_allclose(model.predict_proba(rows), expected, atol=1e-6, rtol=0)
