@@ -28,6 +28,11 @@ def test_first_model_waits_for_clusters():
     assert waiting_for(message) == "first model: waiting for clusters"
 
 
+def test_first_model_after_a_rejected_attempt_waits_for_its_cooldown():
+    message = "no new report; no champion yet; the previous attempt's cooldown lasts until 2013-02-18"
+    assert waiting_for(message) == "first model: cooldown to 02-18"
+
+
 def test_summary_names_only_held_back_days():
     rows = [TimelineRow("2013-02-07"), TimelineRow("2013-02-08", status="held back"),
             TimelineRow("2013-02-09", status="held back"), TimelineRow("2013-02-10"),

@@ -68,6 +68,7 @@ def contiguous_ranges(keys: list[str]) -> list[tuple[str, str]]:
 _STREAK = re.compile(r"(feature drift|live performance): (\d+) of (\d+) consecutive")
 _COOLDOWN = re.compile(r"(feature drift|live performance): flagged .* cooldown lasts until (\S+?);")
 _FIRST_MODEL = re.compile(r"no champion yet; (\d+) of (\d+) labelled days needed")
+_FIRST_COOLDOWN = re.compile(r"no champion yet; the previous attempt's cooldown lasts until (\S+)")
 _SIGNAL = {"feature drift": "drift", "live performance": "performance"}
 
 
@@ -80,6 +81,8 @@ def waiting_for(skip_message: str) -> str:
         return f"{_SIGNAL[match[1]]} streak {match[2]}/{match[3]}"
     if match := _FIRST_MODEL.search(skip_message):
         return f"first model: {match[1]}/{match[2]} labelled days"
+    if match := _FIRST_COOLDOWN.search(skip_message):
+        return f"first model: cooldown to {match[1][5:]}"
     if "no champion yet; waiting for the clusters" in skip_message:
         return "first model: waiting for clusters"
     return ""
