@@ -55,6 +55,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from ml_assets.serving.answer import dump_predictions
 from ml_assets.serving.batching import Batcher
 from ml_assets.serving.body import BODY_READ, Disconnected, declares_body, drained, read_body
 from ml_assets.serving.inputs import (
@@ -62,7 +63,6 @@ from ml_assets.serving.inputs import (
     RequestSchema,
     ServingLimits,
     check_content_type,
-    dump_predictions,
     parse_body,
     parse_version,
 )
@@ -102,9 +102,11 @@ def _name(text: str) -> str:
 
 class _Server:
     def __init__(
-        self, registry: ModelRegistry, max_batch: int, max_wait: float, limits: ServingLimits
+        self, registry: ModelRegistry, max_batch: int, max_wait: float, limits: ServingLimits,
+        value_types: dict[str, str] | None = None,
     ):
         self.registry = registry
+        self.value_types = value_types
         self.name = registry.name
         self.max_batch = max(1, int(max_batch))
         self.max_wait = max(0.0, float(max_wait))
@@ -175,6 +177,9 @@ class _Server:
                 loaded.columns.categorical,
                 flavor=loaded.flavor,
                 limits=self.limits,
+                # How batch read each feature's raw values (ml_assets.ml.values): the manifest's, else
+                # the ones the app was started with (the active spec's, for older manifests).
+                value_types=loaded.manifest.get("value_types") or self.value_types,
             )
             batcher = loaded.state["batcher"] = Batcher(
                 loaded, schema, self.executor, self.max_batch, self.max_wait
@@ -382,13 +387,16 @@ def create_app(
     max_batch: int = 256,
     max_wait_ms: float = 2.0,
     limits: ServingLimits | None = None,
+    value_types: dict[str, str] | None = None,
 ) -> Starlette:
     """The Starlette app serving `registry.name` (see the module docstring for the API).
 
     `limits` bounds each request (size, instances, body read time); defaults: `ServingLimits()`.
+    `value_types` ({feature: raw type}, `ml_assets.ml.values.feature_value_types`) is used for model
+    versions whose manifest has none.
     """
     limits = limits or ServingLimits()
-    server = _Server(registry, max_batch, max_wait_ms / 1000.0, limits)
+    server = _Server(registry, max_batch, max_wait_ms / 1000.0, limits, value_types)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

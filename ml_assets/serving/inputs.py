@@ -9,8 +9,12 @@ the model could not score is a 4xx naming the problem, never a 5xx:
 - the JSON body and its instances, with the rules of `ml_assets.ml.models.records_to_frame` (what
   batch scoring accepts) plus the range of the flavor's floats: float64 for sklearn, float32 for
   Keras (whose SavedModel takes float32 tensors: a larger number would become infinity);
+- with the model's `value_types` (its manifest, else the active spec's), each value is first read by
+  the spelling rules batch uses (`ml_assets.ml.values`): "True", "1" and true for a bool feature become
+  what Spark built for training ("true" / 1.0); a value batch would read differently is a 400 naming
+  the feature;
 - the predictions: a non-finite output (NaN, infinity) is never emitted; the request gets a 400
-  naming the instance (`dump_predictions`).
+  naming the instance (`ml_assets.serving.answer.dump_predictions`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from ml_assets.ml.values import ValueSpellingError, converter
 
 SIGNATURE_NAME = "serving_default"
 
@@ -159,9 +165,17 @@ class RequestSchema:
         *,
         flavor: str = "sklearn",
         limits: ServingLimits | None = None,
+        value_types: dict[str, str] | None = None,
     ):
         self.numeric = tuple(numeric)
         self.categorical = tuple(categorical)
+        # (feature, read, what it is) for the features whose raw type is known: ml_assets.ml.values.
+        types = value_types or {}
+        self.converters = tuple(
+            (name, converter(kind, types[name]), f"{kind} feature, raw type {types[name].split('|')[0]}")
+            for kind, names in (("numeric", self.numeric), ("categorical", self.categorical))
+            for name in names if name in types
+        )
         self.features = self.numeric + self.categorical
         self.flavor = flavor
         self.range = _RANGES[FLAVOR_FLOATS.get(flavor, "float64")]
@@ -186,6 +200,7 @@ class RequestSchema:
         self._check_count(len(instances), "instances")
         numeric, categorical = self.numeric, self.categorical
         top, int_limit = self.range.max, self.range.int_limit
+        converters = self.converters
         for index, instance in enumerate(instances):
             if type(instance) is not dict:
                 raise ApiError(
@@ -195,6 +210,12 @@ class RequestSchema:
                 )
             name = ""
             try:
+                for name, read, what in converters:
+                    value = instance[name]
+                    try:
+                        instance[name] = read(value)
+                    except ValueSpellingError as error:
+                        raise _bad_instance(index, name, value, f"{error} ({what})") from None
                 for name in numeric:
                     value = instance[name]
                     kind = type(value)
@@ -363,53 +384,6 @@ def parse_body(body: bytes, schema: RequestSchema) -> tuple[list[dict], bool]:
     )
 
 
-# ---------------------------------------------------------------------------- the answer
-
-
-def dump_predictions(
-    probabilities: list[float], records: list[dict], schema: RequestSchema, columnar: bool
-) -> bytes:
-    """The 200 body, strict JSON; a non-finite prediction is a 400 naming its instance.
-
-    Rule: NaN and infinities are never emitted (they are not JSON). A model gives one when the
-    arithmetic overflows, e.g. a Keras model (float32) fed numbers near the float32 maximum.
-    """
-    try:
-        text = json.dumps(probabilities, allow_nan=False)
-    except ValueError:
-        index = next(i for i, p in enumerate(probabilities) if p != p or p in (_INF, -_INF))
-        raise ApiError(400, _non_finite_message(probabilities[index], index, records, schema,
-                                                columnar)) from None
-    key = b'{"outputs":' if columnar else b'{"predictions":'
-    return key + text.encode() + b"}"
-
-
-_INF = float("inf")
-
-
-def _non_finite_message(
-    value: float, index: int, records: list[dict], schema: RequestSchema, columnar: bool
-) -> str:
-    record = records[index]
-    sizes = [
-        (abs(v), name)
-        for name in schema.numeric
-        if type(v := record[name]) in (int, float) and v == v
-    ]
-    largest = max(sizes, default=None)
-    hint = (
-        f"; its largest number is '{largest[1]}' = {record[largest[1]]!r}: send values nearer "
-        "the training range"
-        if largest
-        else ""
-    )
-    where = f"row {index} of 'inputs'" if columnar else f"instances[{index}]"
-    return (
-        f"{where}: the {schema.flavor} model's output is {value!r} (not a number JSON can "
-        f"carry) for this instance, so no prediction is returned{hint}"
-    )
-
-
 __all__ = [
     "MAX_VERSION",
     "SIGNATURE_NAME",
@@ -418,7 +392,6 @@ __all__ = [
     "ServingLimits",
     "check_content_type",
     "columnar_message",
-    "dump_predictions",
     "float_max",
     "json_type",
     "parse_body",
