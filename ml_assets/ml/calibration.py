@@ -197,14 +197,17 @@ def calibration_split(days, n_days: int, split: str = "last") -> tuple[np.ndarra
     """(rows to fit the model on, rows to fit the calibrator on, the calibration days).
 
     The calibration rows are those of ``n_days`` distinct days of ``days``: the last ones
-    (``split="last"``) or ones spread evenly from the first day to the last (``"spread"``).
+    (``split="last"``) or ones spread evenly from the first day to the last (``"spread"``). At
+    most a quarter of the days are held out (a short window early in a data set's life keeps
+    three quarters of its days for fitting); fewer than 4 days cannot be split.
     """
     keys = np.asarray([str(d) for d in np.asarray(days, dtype=object)])
     distinct = np.unique(keys)
-    if distinct.size <= n_days:
+    if distinct.size < 4:
         raise ValueError(
-            f"calibration holds out {n_days} day(s) of the training rows, which span only "
-            f"{distinct.size} day(s): train on more days or lower training.calibration_days")
+            f"calibration holds out training days, but the training rows span only {distinct.size} day(s) "
+            f"(at least 4 needed): train on more days or set training.calibration to none")
+    n_days = min(n_days, distinct.size // 4)
     if split == "last":
         held = distinct[-n_days:]
     elif split == "spread":

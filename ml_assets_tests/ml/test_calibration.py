@@ -90,16 +90,17 @@ def test_tensorflow_ops_equal_the_numpy_calibrator(method):
     np.testing.assert_allclose(graph, calibrator.apply(probe.astype(np.float64)), atol=1e-6, rtol=0)
 
 
-def test_calibration_split_holds_out_the_last_days_and_says_what_is_wrong():
-    days = np.array(["2013-03-02", "2013-03-01", "2013-03-03", "2013-03-03", "2013-03-04"])
+def test_calibration_split_holds_out_the_last_or_spread_days_and_says_what_is_wrong():
+    days = np.array(["2013-03-02", "2013-03-01", "2013-03-08", "2013-03-08", *(f"2013-03-0{d}" for d in range(3, 8))])
     fit, held, names = calibration_split(days, 2, "last")
-    assert names == ["2013-03-03", "2013-03-04"]
-    assert list(held) == [2, 3, 4] and list(fit) == [0, 1]
-    fit, held, names = calibration_split(days, 2, "spread")  # the first and the last day
-    assert names == ["2013-03-01", "2013-03-04"]
-    assert list(held) == [1, 4] and list(fit) == [0, 2, 3]
-    with pytest.raises(ValueError, match="span only 4 day"):
-        calibration_split(days, 4)
+    assert names == ["2013-03-07", "2013-03-08"]
+    assert list(held) == [2, 3, 8] and list(fit) == [0, 1, 4, 5, 6, 7]
+    _, held, names = calibration_split(days, 2, "spread")  # the first and the last day
+    assert names == ["2013-03-01", "2013-03-08"] and list(held) == [1, 2, 3]
+    _, _, names = calibration_split(days, 5, "last")  # at most a quarter of the 8 days
+    assert names == ["2013-03-07", "2013-03-08"]
+    with pytest.raises(ValueError, match="span only 3 day"):
+        calibration_split(days[:3], 1)
     with pytest.raises(ValueError, match="both classes"):
         fit_calibrator(np.array([0.2, 0.4]), np.array([1, 1]), "isotonic")
     with pytest.raises(ValueError, match="unknown"):
@@ -122,7 +123,7 @@ def tabular(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     c = rng.choice(["a", "b", "c"], n)
     logit = 1.5 * x1 - np.nan_to_num(x2) + np.select([c == "b", c == "c"], [1.0, -1.0], 0.0) - 0.5
     labels = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
-    days = np.array([f"2013-03-{1 + i % 10:02d}" for i in range(n)])
+    days = np.array([f"2013-03-{1 + i % 12:02d}" for i in range(n)])
     return pd.DataFrame({"date": days, "x1": x1, "x2": x2, "c": c}), labels
 
 
@@ -143,9 +144,9 @@ def calibrated_models():
 def test_calibrated_artifact_scores_calibrated_probabilities_after_loading(calibrated_models, flavor, tmp_path):
     model = calibrated_models[flavor]
     info = model.calibration_info()
-    expected_days = {"sklearn": ["2013-03-08", "2013-03-09", "2013-03-10"],  # split="last"
-                     "keras": ["2013-03-01", "2013-03-05", "2013-03-10"]}  # split="spread" (the default)
-    assert info["days"] == expected_days[flavor] and info["rows"] == 900
+    expected_days = {"sklearn": ["2013-03-10", "2013-03-11", "2013-03-12"],  # split="last"
+                     "keras": ["2013-03-01", "2013-03-07", "2013-03-12"]}  # split="spread" (the default)
+    assert info["days"] == expected_days[flavor] and info["rows"] == 750
     assert info["method"] == {"sklearn": "isotonic", "keras": "platt"}[flavor]
     rows, _ = tabular(400, seed=6)
     expected = model.calibrator.apply(model.predict_uncalibrated(rows))
