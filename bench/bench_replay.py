@@ -39,6 +39,8 @@ def main() -> None:
     parser.add_argument("--start", default="2013-01-01")
     parser.add_argument("--end", default="2013-06-30")
     parser.add_argument("--step-days", type=int, default=7)
+    parser.add_argument("--per-day", action="store_true",
+                        help="raw and monitoring as one run per day (the path before range runs), for comparison")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
 
@@ -63,7 +65,7 @@ def main() -> None:
 
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     with dg.DagsterInstance.local_temp(str(workdir / "dagster_home")) as instance:
-        replay = Replay(defs, instance, log=log)
+        replay = Replay(defs, instance, log=log, per_day=args.per_day)
         rows = replay.run_loop(dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end), args.step_days,
                                on_row=lambda row: log(f"{row.day} {row.status} {row.drift} | {row.live} | "
                                                       f"{row.action} | v{row.champion}"))
@@ -81,6 +83,7 @@ def main() -> None:
                   "champion_after": r.champion} for r in rows if r.verdict != "-"]
     text = json.dumps({
         "benchmark": "replay",
+        "mode": "per-day raw and monitoring runs" if args.per_day else "range runs",
         "command": f"ml-assets replay --spec flights --start {args.start} --end {args.end} --step-days {args.step_days}",
         "commit": _commit(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

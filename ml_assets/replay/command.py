@@ -39,9 +39,10 @@ def add_replay_commands(sub) -> None:
     replay.add_argument("--end", type=_date, required=True, help="last day landed")
     replay.add_argument("--step-days", type=_step, default=7, help="days landed at a time (default 7)")
     replay.add_argument("--from", dest="from_paths", nargs="+", metavar="PATH",
-                        help="files, folders or globs to land (default: the spec's bundled example_data)")
+                        help="files, folders or globs to land, each PATH or SOURCE=PATH (default: the spec's "
+                             "bundled example_data)")
     replay.add_argument("--source", default=None,
-                        help="the source --from's files belong to (default: the spec's only source, else join.base)")
+                        help="the source of --from's bare paths (default: the spec's only source, else join.base)")
     replay.set_defaults(func=cmd_replay)
     demo = sub.add_parser("demo", help=f"replay of the bundled example: --spec {DEMO_SPEC} --start {DEMO_START} "
                                        f"--end {DEMO_END} --step-days 7")
@@ -68,16 +69,26 @@ def print_row(row) -> None:
               flush=True)
 
 
-def _lander(paths: list[str], source: str | None):
-    """Land a batch's days from the user's files (one source: --source, else the spec's only or base source)."""
+def _lander(items: list[str], default_source: str | None):
+    """Land a batch's days from the user's files: each --from item is PATH (of --source, else the spec's
+    only or base source) or SOURCE=PATH; one land_files call per source and batch."""
     from ml_assets.defs.dataset import SPEC
     from ml_assets.defs.resources import resources_for_environment
     from ml_assets.landing import land_files
 
+    by_source: dict[str | None, list[str]] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        source = name if sep and name in SPEC.sources else default_source
+        by_source.setdefault(source, []).append(str(Path(path if sep and name in SPEC.sources else item).expanduser()))
     store = resources_for_environment()["blob_store"].blob_store()
-    resolved = [str(Path(p).expanduser()) for p in paths]
-    return lambda days: land_files(store, SPEC, resolved, source=source, start=days[0], end=days[-1],
-                                   progress=True).blobs
+
+    def land_batch(days):
+        return [blob for source, paths in by_source.items()
+                for blob in land_files(store, SPEC, paths, source=source, start=days[0], end=days[-1],
+                                       progress=True).blobs]
+
+    return land_batch
 
 
 def cmd_replay(args: argparse.Namespace) -> int:

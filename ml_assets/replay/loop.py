@@ -36,7 +36,7 @@ class Replay:
     """Lands days batch by batch and brings every asset up to date; judges each day and ticks the sensors."""
 
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, log=print,
-                 lander: Callable[[Sequence[dt.date]], list] | None = None):
+                 lander: Callable[[Sequence[dt.date]], list] | None = None, per_day: bool = False):
         self.defs, self.instance, self.log = defs, instance, log
         self.resources = defs.resources
         self.job = defs.resolve_implicit_global_asset_job_def()
@@ -46,6 +46,8 @@ class Replay:
         self.cycles: list[CycleOutcome] = []
         self.serving_url: str | None = None
         self._lander = lander
+        # per_day: raw and monitoring as one run per day (the slower path; same decisions, for comparison).
+        self.per_day = per_day
         self._reports: dict[tuple[dg.AssetKey, str], dict] = {}  # (monitoring asset, day) -> latest metadata
 
     # --- landing and materializing ------------------------------------------------------------
@@ -107,7 +109,7 @@ class Replay:
         # blobs have not changed in a replay, so only the batch's days are run.
         requests = [r for r in tick.run_requests or [] if r.partition_key in batch]
         raw_keys = sorted({key for r in requests for key in r.asset_selection}, key=str)
-        if requests and all(self._single_run(key) for key in raw_keys):
+        if requests and not self.per_day and all(self._single_run(key) for key in raw_keys):
             return self._materialize_ranges(raw_keys, [r.partition_key for r in requests])
         ok_days = []
         for request in requests:
@@ -239,8 +241,8 @@ class Replay:
                     # The batch's monitoring runs as ranges with the champion of the moment; a deploy
                     # during the batch re-runs its remaining days with the new champion.
                     champion = store.champion(MODEL_NAME).version
-                    if champion is not None and champion != monitored:
-                        self._monitor(champion, batch[index:])
+                    if champion is not None and (self.per_day or champion != monitored):
+                        self._monitor(champion, [day] if self.per_day else batch[index:])
                         monitored = champion
                     row = self.judge_day(day, landed_at)
                     rows.append(row)
