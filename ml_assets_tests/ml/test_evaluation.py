@@ -286,3 +286,38 @@ def test_plot_evaluation_png():
     assert len(png) < 300_000
     with pytest.raises(ValueError):
         plot_evaluation([])
+
+
+# --- one metric at a time, and a metric's bootstrap interval (the gate's absolute bars) ---------------
+
+
+def test_metric_function_equals_compute_metrics_for_every_metric():
+    from ml_assets.ml.metrics import metric_function
+
+    rng = np.random.default_rng(4)
+    y = (rng.random(500) < 0.3).astype(np.int8)
+    p = np.clip(0.3 + 0.3 * (y - 0.3) + rng.normal(0, 0.2, 500), 0, 1)
+    reference = compute_metrics(y, p, threshold=0.4)
+    for metric in METRICS:
+        assert metric_function(metric, 0.4)(y, p) == pytest.approx(getattr(reference, metric), abs=1e-12), metric
+
+
+def test_metric_intervals_by_rows_and_by_days():
+    from ml_assets.ml.metrics import metric_intervals
+
+    rng = np.random.default_rng(5)
+    y = (rng.random(2000) < 0.3).astype(int)
+    p = np.clip(0.3 + 0.2 * (y - 0.3) + rng.normal(0, 0.15, 2000), 0, 1)
+    days = np.repeat([f"2013-03-0{d}" for d in range(1, 9)], 250)
+    rows = metric_intervals(y, p, ["ece", "roc_auc"], resamples=300, seed=1)
+    by_day = metric_intervals(y, p, ["ece", "roc_auc"], resamples=300, seed=1, groups=days)
+    for metric in ("ece", "roc_auc"):
+        expected = getattr(compute_metrics(y, p), metric)
+        for result in (rows, by_day):
+            assert result[metric]["estimate"] == pytest.approx(expected)
+            assert result[metric]["low"] <= result[metric]["high"]
+        assert rows[metric]["low"] < expected < rows[metric]["high"]
+    assert metric_intervals(y, p, ["ece"], resamples=300, seed=1) == metric_intervals(y, p, ["ece"], resamples=300,
+                                                                                     seed=1)
+    one_day = metric_intervals(y, p, ["ece"], resamples=300, groups=np.repeat("2013-03-01", 2000))
+    assert "at least 2 groups" in one_day["ece"]["error"]
