@@ -11,8 +11,8 @@ parser will read), it infers:
   low-cardinality ints are categorical. The timestamp, the key, the columns of the label expression
   (they would leak it), other dates/timestamps and high-cardinality strings are left out, each named
   in a comment;
-- key_columns: the first column without nulls whose values are unique in the sample (an id);
-  none found: the spec's default (every column);
+- key_columns: the fewest never-empty int/string/timestamp columns unique together in the sample (an
+  id column first; at most MAX_KEY_COLUMNS); none found: the spec's default (every column);
 - bounds from the sample's days (days with fewer than MIN_DAY_ROWS rows are too noisy to count):
   a column's null-rate bound is its highest daily null rate plus NULL_MARGIN (at least), capped at
   1; the label-rate bounds are the lowest and highest daily label rate widened by LABEL_MARGIN;
@@ -46,6 +46,8 @@ LABEL_MARGIN = 0.05  # the label-rate bounds widen the sample's daily range by t
 MIN_DAY_ROWS = 20  # days with fewer rows (often the sample's cut first/last day) do not set bounds
 DEFAULT_NULL_BOUND = 0.05  # quality.max_null_rate: a column never empty in the sample may be 5% empty
 FEED_DELAY_MARGIN = 2  # label_feed.max_delay_days: the longest delay seen in the sample plus this
+MAX_KEY_COLUMNS = 4  # key_columns: the fewest columns unique in the sample, at most this many
+KEY_PROBE_ROWS = 20_000  # combinations are tried on these first rows before the whole sample
 
 FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl", ".ndjson": "jsonl",
            ".json": "jsonl"}
@@ -63,7 +65,7 @@ class Inferred:
     numeric: list[str]
     categorical: list[str]
     left_out: dict[str, str]
-    key: str | None
+    key: list[str]  # empty: none found (the spec's default, every column)
     null_bounds: dict[str, float]
     label_rate: tuple[float, float]
     observed_label_rate: tuple[float, float]
@@ -175,6 +177,37 @@ def _daily_rates(mask: Any, index: Any, per_day: list[int], among: Any = None) -
     return [float(v) for v in hits[full] / counts[full]]
 
 
+def _unique(table: pa.Table, columns: list[str]) -> bool:
+    return table.group_by(columns, use_threads=False).aggregate([]).num_rows == table.num_rows
+
+
+def find_key(table: pa.Table, types: dict[str, ColumnType], timestamp: str) -> list[str]:
+    """The fewest never-empty int/string/timestamp columns (up to MAX_KEY_COLUMNS) unique in the sample.
+
+    One column first (an id, not the timestamp), then combinations, those with the timestamp first;
+    each is tried on the first KEY_PROBE_ROWS rows before the whole sample. [] if none.
+    """
+    from itertools import combinations
+
+    candidates = [name for name in table.column_names if table.column(name).null_count == 0
+                  and types[name] in (ColumnType.int, ColumnType.string, ColumnType.timestamp)]
+    probe = table.slice(0, KEY_PROBE_ROWS)
+    # One column: id-like names, then ints, then strings (free text can be unique by chance); never the
+    # timestamp alone. Several: the timestamp with strings (an event: when and who), then ints.
+    singles = sorted((name for name in candidates if name != timestamp),
+                     key=lambda name: (not re.search(r"(^|_)(id|key)$", name, re.I), types[name] != ColumnType.int))
+    for name in singles:
+        if _unique(probe, [name]) and _unique(table, [name]):
+            return [name]
+    ordered = sorted(candidates, key=lambda name: (name != timestamp, types[name] != ColumnType.string))
+    for size in range(2, MAX_KEY_COLUMNS + 1):
+        for combination in combinations(ordered, size):
+            columns = list(combination)
+            if _unique(probe, columns) and _unique(table, columns):
+                return columns
+    return []
+
+
 def _column_types(table: pa.Table, what: str) -> dict[str, ColumnType]:
     types = {}
     for name in table.column_names:
@@ -208,7 +241,7 @@ class Feed:
     matched: float  # share of the examples with an outcome in the feed sample
 
 
-def _join_feed(table: pa.Table, local_days: Any, key: str | None, feed: pa.Table, feed_timestamp: str,
+def _join_feed(table: pa.Table, local_days: Any, key: list[str], feed: pa.Table, feed_timestamp: str,
                zone: ZoneInfo) -> tuple[pa.Table, Any, Feed]:
     """(examples with their outcome's columns, has-an-outcome mask, the feed's description)."""
     import numpy as np
@@ -217,18 +250,20 @@ def _join_feed(table: pa.Table, local_days: Any, key: str | None, feed: pa.Table
 
     types = _column_types(feed, "label feed")
     feed_days, declared = _timestamp_column(feed, feed_timestamp, "--labels-timestamp", types, zone)
-    if key is None or key not in feed.column_names:
-        raise InferError(f"label feed: its rows must carry the examples' key; the key found in the sample is {key!r}, "
+    if not key or not set(key) <= set(feed.column_names):
+        raise InferError(f"label feed: its rows must carry the examples' key; the key found in the sample is {key}, "
                          f"the feed's columns are {feed.column_names}")
-    clash = sorted(set(feed.column_names) & set(table.column_names) - {key})
+    clash = sorted(set(feed.column_names) & set(table.column_names) - set(key))
     if clash:
         raise InferError(f"label feed: columns {clash} are also in the sample; rename them in one of the files")
-    if types[key] != column_type(table.schema.field(key).type):
-        raise InferError(f"label feed: key {key!r} is {types[key]} in the feed but "
-                         f"{column_type(table.schema.field(key).type)} in the sample")
+    for column in key:
+        if types[column] != column_type(table.schema.field(column).type):
+            raise InferError(f"label feed: key {column!r} is {types[column]} in the feed but "
+                             f"{column_type(table.schema.field(column).type)} in the sample")
     outcomes = feed.append_column("__feed_day", feed_days).append_column(
         "__first", pa.array(np.arange(feed.num_rows)))
-    first = pc.index_in(pc.unique(outcomes.column(key)), value_set=outcomes.column(key))  # first row of each key
+    # One outcome per key: the first in the file.
+    first = outcomes.group_by(key, use_threads=False).aggregate([("__first", "min")]).column("__first_min")
     outcomes = outcomes.take(first)
     examples = table.append_column("__day", local_days).append_column("__row", pa.array(np.arange(table.num_rows)))
     joined = examples.join(outcomes, keys=key, join_type="left outer").sort_by("__row")
@@ -256,10 +291,7 @@ def infer(table: pa.Table, *, label: str, timestamp: str, timezone: str = "UTC",
     index, per_day = _daily(local_days)
     first_day = pc.min(local_days).as_py()
     rows = table.num_rows
-    key = next((name for name in table.column_names
-                if name != timestamp and types[name] in (ColumnType.int, ColumnType.string)
-                and table.column(name).null_count == 0
-                and pc.count_distinct(table.column(name)).as_py() == rows), None)
+    key = find_key(table, types, timestamp)
 
     described, among, examples = None, None, table
     if feed is not None:
@@ -276,7 +308,7 @@ def infer(table: pa.Table, *, label: str, timestamp: str, timezone: str = "UTC",
             continue
         if name in label_columns:
             left_out[name] = "used by the label expression (would leak the label)"
-        elif name == key:
+        elif [name] == key:
             left_out[name] = "the key (unique per row)"
         elif column.null_count == rows:
             left_out[name] = "empty in the whole sample"

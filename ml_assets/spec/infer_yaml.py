@@ -11,6 +11,7 @@ from ml_assets.spec.infer import (
     LABEL_MARGIN,
     MAX_CATEGORIES,
     MAX_INT_CATEGORIES,
+    MAX_KEY_COLUMNS,
     MIN_DAY_ROWS,
     NULL_MARGIN,
     Inferred,
@@ -35,11 +36,13 @@ def render(inferred: Inferred, *, name: str, source: str, source_format: str, la
         f"timezone: {timezone}",
     ]
     if i.key:
-        lines += ["# Unique and never empty in the sample: features and labels join on it.",
-                  f"key_columns: [{i.key}]"]
+        lines += [f"# The fewest columns (up to {MAX_KEY_COLUMNS}) never empty and unique together in the sample: "
+                  "features and labels", "# join on them. Check they identify a row in all your data.",
+                  f"key_columns: {_flow(i.key)}"]
     else:
-        lines += ["# No column is unique in the sample: key_columns defaults to every column (a row is its values;",
-                  "# rows with an empty value cannot join their label). Declare an id column if the data has one."]
+        lines += [f"# No {MAX_KEY_COLUMNS} columns are unique in the sample: key_columns defaults to every column (a "
+                  "row is its values;", "# rows with an empty value cannot join their label). Declare an id column "
+                  "if the data has one."]
     lines += ["", "sources:", f"  {source}:", f"    prefix: raw/{source}", f"    format: {source_format}",
               f"    timestamp_column: {timestamp}"]
     if i.timestamp_format:
@@ -52,6 +55,8 @@ def render(inferred: Inferred, *, name: str, source: str, source_format: str, la
     lines += ["", "# One source of features: no join (the default). `clustering` is left to its default too: k-means",
               "# with k=4 on every numeric feature, refitted weekly.", "", "label:", f"  name: {label_name}",
               f"  expression: {_flow(label)}", "", "features:",
+              "  # Remove columns known only after the outcome (a departure delay predicting an arrival delay):",
+              "  # they leak the label. Only the label expression's own columns are left out here.",
               f"  # float columns and int columns with more than {MAX_INT_CATEGORIES} distinct values",
               f"  numeric: {_flow(i.numeric)}",
               f"  # bools, ints with at most {MAX_INT_CATEGORIES} values, strings with at most {MAX_CATEGORIES} values",
