@@ -116,6 +116,7 @@ def for_encoding(rows: pa.Table, source: SourceSpec, zone) -> pa.Table:
 def encode_day(rows: pa.Table, source: SourceSpec, zone, prepared: bool = False) -> bytes:
     """The blob bytes the raw assets read back to the same rows: CSV (gzip without a timestamp when
     declared) or Parquet. `prepared`: rows already went through for_encoding."""
+    import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 
@@ -125,7 +126,16 @@ def encode_day(rows: pa.Table, source: SourceSpec, zone, prepared: bool = False)
     if source.format == "parquet":
         pq.write_table(rows, buffer)
         return buffer.getvalue()
-    pacsv.write_csv(rows, buffer, pacsv.WriteOptions(quoting_style="needed"))
+    # Column names are identifiers: a plain header. Values quoted only if some value needs it (as pandas
+    # writes them; Arrow's "needed" style would quote every string).
+    buffer.write((",".join(rows.column_names) + "\n").encode())
+    try:
+        pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+    except pa.ArrowInvalid:
+        buffer.seek(0)
+        buffer.truncate()
+        buffer.write((",".join(rows.column_names) + "\n").encode())
+        pacsv.write_csv(rows, buffer, pacsv.WriteOptions(include_header=False, quoting_style="needed"))
     text = buffer.getvalue()
     # mtime=0: the same rows give the same bytes, so relanding them keeps the blob's sha256.
     return gzip.compress(text, mtime=0) if source.compression == "gzip" else text
