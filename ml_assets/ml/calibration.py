@@ -8,7 +8,8 @@ window (``spread``, the default) or its last days (``last``). On the flights dat
 swings between about 0.1 and 0.45 from week to week, so the last few days often carry a rate far
 from the window's, and a calibrator fitted on them moved every holdout week by it (mean holdout
 ECE 0.133 against 0.105 uncalibrated for HistGradientBoosting over six monthly cycles);
-spread days carry the window's mix (bench/bench_calibration.py).
+spread days carry the window's mix (bench/bench_calibration.py). Platt is the default: it keeps
+the model's ranking exactly (ROC AUC unchanged), while isotonic's steps tie scores.
 
 * ``isotonic``: the non-decreasing step function of p minimizing squared error (pool adjacent
   violators), applied as piecewise-linear interpolation between its thresholds and clipped to
@@ -41,7 +42,7 @@ EPSILON = 1e-7
 class CalibrationParams:
     """How a candidate is calibrated: ``method`` and the trailing training ``days`` it is fitted on."""
 
-    method: str = ISOTONIC
+    method: str = PLATT
     days: int = 7
     split: str = "spread"  # "spread": evenly over the window; "last": its last days
 

@@ -106,8 +106,9 @@ class TrainingSpec(_Strict):
     folds: FoldsSpec = Field(default_factory=FoldsSpec, description="Candidate selection on pooled rolling-origin "
                              "folds (ml_assets.ml.folds); the gate judges the chosen model on the latest holdout")
     calibration: Literal["isotonic", "platt", "none"] = Field(
-        "isotonic", description="Post-hoc calibration stored inside each candidate's artifact (ml_assets.ml.calibration): "
-        "isotonic (monotone steps), platt (sigmoid of the logit) or none")
+        "platt", description="Post-hoc calibration stored inside each candidate's artifact (ml_assets.ml.calibration): "
+        "platt (sigmoid of the logit: strictly monotone, so ROC AUC is unchanged), isotonic (monotone steps: ties cost "
+        "a little AUC) or none")
     calibration_days: int = Field(7, ge=1, description="Days of the training window held out from fitting the model, "
                                   "on which the calibrator is fitted (never the gate's holdout)")
     calibration_split: Literal["spread", "last"] = Field(
