@@ -59,7 +59,7 @@ def test_a_range_run_judges_each_day_on_its_own(local_resource, spark_resource, 
     assert materialize(resources, instance, ["raw_flights", "raw_weather"], partition_range=(days[0], days[-1])).success
     _double_stored_flights(local_resource, days[1])
 
-    result = materialize(resources, instance, ["features"], partition_range=(days[0], days[-1]),
+    result = materialize(resources, instance, ["features", "labels"], partition_range=(days[0], days[-1]),
                          raise_on_error=False)
 
     assert not result.success  # a blocking verdict failed: nothing downstream runs in this run
@@ -67,8 +67,8 @@ def test_a_range_run_judges_each_day_on_its_own(local_resource, spark_resource, 
     assert {p: verdicts["features_unique_keys", p].passed for p in days} == {
         days[0]: True, days[1]: False, days[2]: True}
     assert verdicts["features_unique_keys", days[1]].metadata["duplicated_keys"].value == 943  # flights of 01-02
-    assert all(verdicts[name, p].passed for name in ["features_schema", "features_quality"] for p in days)
-    assert len(verdicts) == 9  # no verdict without a day
+    assert all(verdicts[name, p].passed for name in ["features_schema", "features_quality", "label_rate"] for p in days)
+    assert len(verdicts) == 12  # no verdict without a day
     # The verdicts are current (they target each day's materialization): automation holds back day 2 only.
     records = {p: instance.event_log_storage.get_asset_check_execution_history(
         dg.AssetCheckKey(dg.AssetKey("features"), "features_unique_keys"), limit=1,

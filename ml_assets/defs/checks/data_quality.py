@@ -14,15 +14,18 @@ from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.ml.unique_keys import spark_duplicate_keys
 from ml_assets.resources.spark import SparkDataFrame
 
+# The checks' inputs shadow the asset names: their keys, for the per-day verdicts.
+FEATURES, LABELS = features.key, labels.key
 
-def _verdicts(context: dg.AssetCheckExecutionContext, name: str, whole: dg.AssetCheckResult,
+
+def _verdicts(context: dg.AssetCheckExecutionContext, key: dg.AssetKey, whole: dg.AssetCheckResult,
               by_day: Callable[[str], dg.AssetCheckResult]) -> Iterator:
     """One day: `whole` (Dagster gives it the day). A range run: one evaluation per day (by_day),
     so one bad day fails only itself; the step still fails if any blocking verdict failed."""
     if (days := range_days(context)) is None:
         yield whole
         return
-    yield from day_evaluations(context.instance, features.key, {day: [by_day(day)] for day in days})
+    yield from day_evaluations(context.instance, key, {day: [by_day(day)] for day in days})
     yield dg.Output(None)
 
 
@@ -40,7 +43,7 @@ def features_schema(context: dg.AssetCheckExecutionContext, features: SparkDataF
     result = _result("features_schema", problems, {"expected": dg.MetadataValue.json(expected),
                                                    "problems": dg.MetadataValue.json(problems)})
     # One frame, one schema: every day of a range shares the verdict.
-    yield from _verdicts(context, "features_schema", result, lambda day: result)
+    yield from _verdicts(context, FEATURES, result, lambda day: result)
 
 
 def _day_quality(stats: dict | None) -> list[str]:
@@ -70,7 +73,7 @@ def features_quality(context: dg.AssetCheckExecutionContext, features: SparkData
             "failures": dg.MetadataValue.json(failures),
         },
     )
-    yield from _verdicts(context, "features_quality", whole, lambda day: _result(
+    yield from _verdicts(context, FEATURES, whole, lambda day: _result(
         "features_quality", _day_quality(profile.get(day)),
         {"rows": int(profile[day]["rows"]) if day in profile else 0}))
 
@@ -92,7 +95,7 @@ def features_unique_keys(context: dg.AssetCheckExecutionContext, features: Spark
                                                  for day, r in sorted(reports.items())}),
         },
     )
-    yield from _verdicts(context, "features_unique_keys", whole, lambda day: _result(
+    yield from _verdicts(context, FEATURES, whole, lambda day: _result(
         "features_unique_keys", [reports[day].describe()] if day in reports else [],
         {"duplicated_keys": reports[day].duplicated_keys if day in reports else 0,
          "first": dg.MetadataValue.json(reports[day].first if day in reports else [])}))
@@ -101,7 +104,7 @@ def features_unique_keys(context: dg.AssetCheckExecutionContext, features: Spark
 @dg.asset_check(asset=labels, blocking=True, partitions_def=daily_partitions,
                 pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="Each day's label rate is within quality.label_rate")
-def label_rate(labels: SparkDataFrame) -> dg.AssetCheckResult:
+def label_rate(context: dg.AssetCheckExecutionContext, labels: SparkDataFrame) -> Iterator:
     from pyspark.sql import functions as F
 
     bounds = SPEC.quality.label_rate
@@ -112,13 +115,24 @@ def label_rate(labels: SparkDataFrame) -> dg.AssetCheckResult:
         .collect()
     }
     out = {day: round(rate, 4) for day, (rate, _) in rates.items() if not bounds.min <= rate <= bounds.max}
-    return dg.AssetCheckResult(
-        # With a label feed a day without rows is one whose outcomes have not landed yet, not a bad day.
-        passed=(bool(rates) or SPEC.label_feed is not None) and not out,
-        description=None if (rates or SPEC.label_feed is not None) and not out
+    # With a label feed a day without rows is one whose outcomes have not landed yet, not a bad day.
+    feed = SPEC.label_feed is not None
+    whole = dg.AssetCheckResult(
+        check_name="label_rate",
+        passed=(bool(rates) or feed) and not out,
+        description=None if (rates or feed) and not out
         else f"label rate out of [{bounds.min}, {bounds.max}]: {out or 'no rows'}",
         metadata={
             "label_rate_by_day": dg.MetadataValue.json({d: round(r, 4) for d, (r, _) in sorted(rates.items())}),
             "bounds": dg.MetadataValue.json({"min": bounds.min, "max": bounds.max}),
         },
     )
+
+    def by_day(day: str) -> dg.AssetCheckResult:
+        rate = rates.get(day, (None, 0))[0]
+        problem = ("no rows" if rate is None and not feed else
+                   f"label rate {rate:.4f} out of [{bounds.min}, {bounds.max}]" if day in out else None)
+        return _result("label_rate", [problem] if problem else [],
+                       {"label_rate": round(rate, 4) if rate is not None else None, "rows": rates.get(day, (0, 0))[1]})
+
+    yield from _verdicts(context, LABELS, whole, by_day)
