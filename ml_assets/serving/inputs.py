@@ -138,6 +138,13 @@ _RANGES = {
     "float32": _FloatRange("float32", _FLOAT32_MAX, int(_FLOAT32_MAX) + 1),
 }
 
+#: (feature kind, value type) -> Python types whose JSON values the spelling rules leave as they are
+#: (a float NaN stays NaN: the checks below read it as missing, as the rules do).
+_KEPT = {
+    ("numeric", "float"): (float, int), ("numeric", "string"): (float, int), ("numeric", "text"): (float, int),
+    ("numeric", "int"): (int,), ("categorical", "text"): (str, int),
+}
+
 #: The float type each model flavor computes in (`models.py`: Keras takes float32 tensors).
 FLAVOR_FLOATS = {"keras": "float32", "sklearn": "float64"}
 
@@ -171,8 +178,10 @@ class RequestSchema:
         self.categorical = tuple(categorical)
         # (feature, read, what it is) for the features whose raw type is known: ml_assets.ml.values.
         types = value_types or {}
+        # Values of the `kept` Python types are already what batch built: no call (the hot path).
         self.converters = tuple(
-            (name, converter(kind, types[name]), f"{kind} feature, raw type {types[name].split('|')[0]}")
+            (name, converter(kind, types[name]), f"{kind} feature, raw type {types[name].split('|')[0]}",
+             _KEPT.get((kind, types[name]), ()))
             for kind, names in (("numeric", self.numeric), ("categorical", self.categorical))
             for name in names if name in types
         )
@@ -210,8 +219,10 @@ class RequestSchema:
                 )
             name = ""
             try:
-                for name, read, what in converters:
+                for name, read, what, kept in converters:
                     value = instance[name]
+                    if type(value) in kept:
+                        continue
                     try:
                         instance[name] = read(value)
                     except ValueSpellingError as error:

@@ -7,7 +7,6 @@ batch rejects must be a 400 naming the feature; and the served predictions equal
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -15,7 +14,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from ml_assets.ml.features import build_features
-from ml_assets.ml.models import FeatureColumns, SklearnParams, records_to_frame, save_model, train_sklearn
+from ml_assets.ml.models import (
+    FeatureColumns,
+    SklearnParams,
+    records_to_frame,
+    save_model,
+    train_sklearn,
+)
 from ml_assets.ml.raw import PARTITION_COLUMN, parse_csv
 from ml_assets.ml.raw_folder import MalformedBlobError
 from ml_assets.ml.values import feature_value_types, spark_double_text
@@ -108,6 +113,8 @@ def _served(instances: list[dict]) -> list[dict]:
 
 
 def _same(served, batch) -> bool:
+    if isinstance(served, float) and served != served:
+        served = None  # NaN and null are both missing to the model (records_to_frame)
     if batch is None or (isinstance(batch, float) and batch != batch):
         return served is None
     if isinstance(batch, float):
@@ -136,7 +143,7 @@ def test_json_values_read_like_their_csv_spelling():
         natives = _served([{**dict.fromkeys(FEATURES), name: value} for value, _ in pairs])
         texts = _served([{**dict.fromkeys(FEATURES), name: text} for _, text in pairs])
         for (value, text), native, spelled in zip(pairs, natives, texts, strict=True):
-            assert _same(native[name], spelled[name]) or native[name] == spelled[name], (name, value, text)
+            assert _same(native[name], spelled[name]), (name, value, text)
 
 
 @pytest.mark.parametrize("name", sorted(REJECTED))
