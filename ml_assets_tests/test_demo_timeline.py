@@ -46,3 +46,11 @@ def test_summary_names_only_held_back_days():
 def test_summary_with_every_day_passing_says_zero_held_back():
     line = summary_line([TimelineRow("2013-01-01"), TimelineRow("2013-01-02")], ReplayReport())
     assert line == "2 days: 2 passed their checks; 0 held back by their checks"
+
+
+def test_from_items_group_by_source():
+    from ml_assets.replay.command import group_from_items
+
+    grouped = group_from_items(["flights=data/f1.csv", "weather=data/w/", "data/f2.csv", "odd=name.csv"],
+                               {"flights", "weather"}, None)
+    assert grouped == {"flights": ["data/f1.csv"], "weather": ["data/w"], None: ["data/f2.csv", "odd=name.csv"]}

@@ -38,7 +38,7 @@ def add_replay_commands(sub) -> None:
     replay.add_argument("--start", type=_date, required=True, help="first day landed")
     replay.add_argument("--end", type=_date, required=True, help="last day landed")
     replay.add_argument("--step-days", type=_step, default=7, help="days landed at a time (default 7)")
-    replay.add_argument("--from", dest="from_paths", nargs="+", metavar="PATH",
+    replay.add_argument("--from", dest="from_paths", nargs="+", action="extend", metavar="PATH",
                         help="files, folders or globs to land, each PATH or SOURCE=PATH (default: the spec's "
                              "bundled example_data)")
     replay.add_argument("--source", default=None,
@@ -69,6 +69,17 @@ def print_row(row) -> None:
               flush=True)
 
 
+def group_from_items(items: list[str], sources: set[str], default_source: str | None) -> dict[str | None, list[str]]:
+    """--from items by source: SOURCE=PATH when SOURCE is one of the spec's sources, else a bare PATH
+    of `default_source` (None: land_files picks the spec's only or base source)."""
+    by_source: dict[str | None, list[str]] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        source, path = (name, path) if sep and name in sources else (default_source, item)
+        by_source.setdefault(source, []).append(str(Path(path).expanduser()))
+    return by_source
+
+
 def _lander(items: list[str], default_source: str | None):
     """Land a batch's days from the user's files: each --from item is PATH (of --source, else the spec's
     only or base source) or SOURCE=PATH; one land_files call per source and batch."""
@@ -76,11 +87,7 @@ def _lander(items: list[str], default_source: str | None):
     from ml_assets.defs.resources import resources_for_environment
     from ml_assets.landing import land_files
 
-    by_source: dict[str | None, list[str]] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        source = name if sep and name in SPEC.sources else default_source
-        by_source.setdefault(source, []).append(str(Path(path if sep and name in SPEC.sources else item).expanduser()))
+    by_source = group_from_items(items, set(SPEC.sources), default_source)
     store = resources_for_environment()["blob_store"].blob_store()
 
     def land_batch(days):
