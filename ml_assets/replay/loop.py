@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 from collections.abc import Callable, Sequence
 
@@ -242,7 +243,10 @@ class Replay:
                     # during the batch re-runs its remaining days with the new champion.
                     champion = store.champion(MODEL_NAME).version
                     if champion is not None and (self.per_day or champion != monitored):
+                        stale = self._latest_reports() if monitored is not None and not self.per_day else None
                         self._monitor(champion, [day] if self.per_day else batch[index:])
+                        if stale:
+                            self._skip_reports(stale)
                         monitored = champion
                     row = self.judge_day(day, landed_at)
                     rows.append(row)
@@ -282,6 +286,32 @@ class Replay:
                     for materialization in result.asset_materializations_for_node(asset.to_python_identifier()):
                         self._reports[asset, materialization.partition or first] = materialization.metadata
         self.report.add_seconds("monitoring", began)
+
+    # The sensors read reports in storage order and stop at the first day after the one they judge, so
+    # the previous champion's reports of the batch's later days (kept in the history, ignored by the
+    # sensors since they belong to another champion) would hide the new champion's reports of the
+    # same days until the batch's last day: after a re-run the sensors' cursors move past them.
+    _SENSOR_SLOTS = {"retrain_on_drift": {"after": DRIFT},
+                     "retrain_on_performance": {"after": LIVE, "after_estimated": ESTIMATED}}
+
+    def _latest_reports(self) -> dict[dg.AssetKey, int]:
+        latest = {}
+        for key in (DRIFT, LIVE, ESTIMATED):
+            records = self.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1,
+                                                           ascending=False).records
+            if records:
+                latest[key] = records[0].storage_id
+        return latest
+
+    def _skip_reports(self, stale: dict[dg.AssetKey, int]) -> None:
+        for name, slots in self._SENSOR_SLOTS.items():
+            if self.sensor_cursors.get(name) is None:
+                continue
+            state = json.loads(self.sensor_cursors[name])
+            for slot, key in slots.items():
+                if key in stale and slot in state:
+                    state[slot] = max(state[slot] or 0, stale[key])
+            self.sensor_cursors[name] = json.dumps(state, sort_keys=True)
 
     def judge_day(self, day: str, landed_at: float) -> TimelineRow:
         """The day's drift and the live performance of the day whose labels just settled (from the
