@@ -74,6 +74,7 @@ class Inferred:
     days: int
     timestamp_format: str | None = None
     feed: Feed | None = None
+    exclude_when: str | None = None
 
 
 def sample_format(path: Path) -> str:
@@ -297,6 +298,15 @@ def infer(table: pa.Table, *, label: str, timestamp: str, timezone: str = "UTC",
     if feed is not None:
         examples, among, described = _join_feed(table, local_days, key, feed, feed_timestamp or "", zone)
     labels, label_columns = evaluate_label(label, examples)
+    # A label column empty in some (matched) rows: those rows get no label rather than a negative one.
+    matched = np.ones(rows, bool) if among is None else np.asarray(among, bool)
+    empty = [c for c in examples.column_names if c in label_columns
+             and (examples.column(c).is_null().to_numpy(zero_copy_only=False) & matched).any()]
+    exclude_when = " OR ".join(f"{c} IS NULL" for c in empty) or None
+    if empty:
+        for column in empty:
+            matched = matched & ~examples.column(column).is_null().to_numpy(zero_copy_only=False)
+        among = matched
     label_rates = _daily_rates(labels.to_numpy(zero_copy_only=False), index, per_day, among)
     low, high = min(label_rates), max(label_rates)
     bounds = (max(0.0, round(low - LABEL_MARGIN, 3)), min(1.0, round(high + LABEL_MARGIN, 3)))
@@ -335,7 +345,8 @@ def infer(table: pa.Table, *, label: str, timestamp: str, timezone: str = "UTC",
     return Inferred(types=types, numeric=numeric, categorical=categorical, left_out=left_out, key=key,
                     null_bounds={k: v for k, v in null_bounds.items() if v > DEFAULT_NULL_BOUND},
                     label_rate=bounds, observed_label_rate=(round(low, 3), round(high, 3)), min_rows=min_rows,
-                    start_date=first_day, days=len(per_day), timestamp_format=declared, feed=described)
+                    start_date=first_day, days=len(per_day), timestamp_format=declared, feed=described,
+                    exclude_when=exclude_when)
 
 
 def _identifier(text: str) -> str:

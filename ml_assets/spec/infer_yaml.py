@@ -54,7 +54,11 @@ def render(inferred: Inferred, *, name: str, source: str, source_format: str, la
         lines += _feed_lines(i, feed_source, source_format)
     lines += ["", "# One source of features: no join (the default). `clustering` is left to its default too: k-means",
               "# with k=4 on every numeric feature, refitted weekly.", "", "label:", f"  name: {label_name}",
-              f"  expression: {_flow(label)}", "", "features:",
+              f"  expression: {_flow(label)}"]
+    if i.exclude_when:
+        lines += ["  # Its columns are empty in some rows of the sample: those rows get no label (not a negative one).",
+                  f"  exclude_when: {_flow(i.exclude_when)}"]
+    lines += ["", "features:",
               "  # Remove columns known only after the outcome (a departure delay predicting an arrival delay):",
               "  # they leak the label. Only the label expression's own columns are left out here.",
               f"  # float columns and int columns with more than {MAX_INT_CATEGORIES} distinct values",

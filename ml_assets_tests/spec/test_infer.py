@@ -147,14 +147,17 @@ def test_spec_init_with_a_label_feed_of_epoch_milliseconds(tmp_path, capsys):
     assert "is_gift" in spec.features.categorical and "returned" not in spec.features.names
 
 
-def test_without_an_id_the_key_is_the_timestamp_with_an_entity(tmp_path, capsys):
+def test_without_an_id_the_key_is_the_timestamp_with_an_entity_and_empty_labels_are_excluded(tmp_path, capsys):
     frame = _sample().drop(columns=["order_id", "note"])
     frame["ordered_at"] = frame["ordered_at"].str[:13] + ":00:00"  # hourly: the time alone repeats
+    frame["is_gift"] = frame["is_gift"].astype(object).where(frame.index >= 10, None)  # 10 outcomes unknown
     sample = tmp_path / "hourly.csv"
     _write(frame, sample)
     out = tmp_path / "hourly.yaml"
     assert main(["spec", "init", "--from", str(sample), "--label", "is_gift", "--timestamp", "ordered_at",
                  "--out", str(out)]) == 0, capsys.readouterr().err
-    key = load_spec(out).key_columns
+    spec = load_spec(out)
+    assert spec.label.exclude_when == "is_gift IS NULL"  # unknown outcomes get no label, not a negative one
+    key = spec.key_columns
     assert key[0] == "ordered_at" and 2 <= len(key) <= 4
     assert not frame.duplicated(subset=key).any()
