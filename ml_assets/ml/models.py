@@ -19,6 +19,9 @@ is what serving runs, with no separate transform to keep in step.
 
 TensorFlow is imported inside the functions that need it, so importing this module is cheap.
 
+Both may carry a post-hoc calibration fitted on held-out training days (ml_assets.ml.calibration),
+inside the artifact: TF ops in the Keras graph, a CalibratedClassifier step in the sklearn Pipeline.
+
 The code lives in model_inputs (input rules), models_keras, models_sklearn and calibration; this
 module keeps the public names importable from here and saves / loads artifacts of either flavor.
 """
