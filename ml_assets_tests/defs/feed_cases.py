@@ -50,8 +50,7 @@ def _run(resources, instance, keys, day=None, partition_range=None):
 
 def _land_feed(store, resources, instance, frames, first, last):
     land(store.blob_store(), SPEC, {"outcomes": frames["outcomes"]}, days_between(first, last))
-    for day in days_between(first, last):
-        _run(resources, instance, ["raw_outcomes"], day.isoformat())
+    _run(resources, instance, ["raw_outcomes"], partition_range=(first.isoformat(), last.isoformat()))
 
 
 def _labels_materializations(instance, day):
@@ -67,8 +66,7 @@ def test_late_outcomes_raise_coverage_and_version_only_when_content_changes(loca
     land(store.blob_store(), SPEC, {"flights": flights, "weather": frames["weather"]},
          days_between(dt.date(2013, 1, 1), dt.date(2013, 1, 2)))
     resources = make_resources(store, spark_resource)
-    for day in (D1, D2):
-        _run(resources, instance, ["raw_flights", "raw_weather"], day)
+    _run(resources, instance, ["raw_flights", "raw_weather"], partition_range=(D1, D2))
     _run(resources, instance, ["features"], partition_range=(D1, D2))
     datasets = store.datasets()
 
