@@ -64,7 +64,8 @@ class PerformanceSpec(_Strict):
     use_estimate: bool = Field(
         False,
         description="Let the performance sensor also count days judged on the CBPE estimate (expected metric "
-                    "from calibrated probabilities, before labels land); a realised judgement replaces it",
+                    "from the champion's probabilities, before labels land; assumes calibrated probabilities, see "
+                    "training.calibration, and cannot see concept drift); a realised judgement replaces it",
     )
     estimate_samples: int = Field(200, ge=20, description="Monte-Carlo label draws behind the CBPE band")
 

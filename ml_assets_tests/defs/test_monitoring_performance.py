@@ -138,3 +138,6 @@ def test_with_a_label_feed_a_day_is_judged_once_its_coverage_is_reached_and_reju
     judged = metadata(run([live_performance], store, instance, partition_key=day), live_performance)
     assert judged["judged"] and judged["label_coverage"] == 1.0
     assert judged["labels_version"] == datasets.current("labels", day).version
+    # The same labels again (a feed range run re-materializes unchanged days): not judged twice.
+    again = run([live_performance], store, instance, partition_key=day)
+    assert again.success and not again.get_asset_materialization_events()

@@ -71,6 +71,17 @@ def _stored_estimate(blob_store: BlobStoreResource, day: str, version: int) -> d
     return stored if stored.get("champion_version") == version else None
 
 
+def _judged_before(context: dg.AssetExecutionContext, day: str, version: int, labels_version: str | None) -> bool:
+    """Whether the day's latest judgement was by this champion on this version of its labels."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[day]), limit=1).records
+    if not records:
+        return False
+    stored = records[0].asset_materialization.metadata
+    return (stored.get("champion_version") is not None and stored["champion_version"].value == version
+            and stored.get("labels_version") is not None and stored["labels_version"].value == labels_version)
+
+
 def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, day: str) -> dict | None:
     import numpy as np
 
@@ -84,6 +95,10 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
         context.log.info(f"{day} not judged yet: {why}")
         return None
     version, manifest = champion_or_fail(blob_store)
+    if FEED is not None and _judged_before(context, day, version, labels_version):
+        # A late feed day re-materializes every day it reaches as one range run, changed or not.
+        context.log.info(f"{day} not re-judged: champion v{version} already judged labels version {labels_version}")
+        return None
     as_of = champion_as_of(manifest)
     inside = bool(as_of and day <= as_of)
     window, per_day_rows, ys, ps = [], [], [], []
