@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ml_assets.ml.raw_folder import MalformedBlobError, decode_blob
 from ml_assets.ml.timestamps import TimestampValueError, cast_or_null, to_dates, to_instants
+from ml_assets.ml.values import FALSE_VALUES, NULL_VALUES, TRUE_VALUES
 from ml_assets.spec.sources import ColumnType, SourceSpec
 
 if TYPE_CHECKING:
@@ -104,6 +105,8 @@ def parse_csv(data: bytes, source: SourceSpec, blob: str, zone) -> pa.Table:
                               for name, kind in source.columns.items()},
                 include_columns=wanted,
                 strings_can_be_null=True,
+                # The spellings serving accepts too (ml/values.py): one set of rules for batch and serving.
+                true_values=sorted(TRUE_VALUES), false_values=sorted(FALSE_VALUES), null_values=sorted(NULL_VALUES),
             ),
         )
     except pa.ArrowInvalid as exc:
