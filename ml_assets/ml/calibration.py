@@ -45,6 +45,7 @@ class CalibrationParams:
     method: str = PLATT
     days: int = 7
     split: str = "spread"  # "spread": evenly over the window; "last": its last days
+    refit: bool = False  # after fitting the calibrator, refit the model on every day (twice the training time)
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -61,7 +62,8 @@ class CalibrationParams:
     @classmethod
     def from_spec(cls, training: Any) -> CalibrationParams:
         """From a spec's ``training`` section (calibration, calibration_days, calibration_split)."""
-        return cls(method=training.calibration, days=training.calibration_days, split=training.calibration_split)
+        return cls(method=training.calibration, days=training.calibration_days, split=training.calibration_split,
+                   refit=training.calibration_refit)
 
 
 @dataclass(frozen=True)
@@ -223,7 +225,10 @@ def calibrated_fit(frame, y, params: CalibrationParams, days, train: Callable[[A
     """Train on all but the calibration days, fit the calibrator on those; (model, calibrator).
 
     ``train(frame, y)`` returns a model with ``predict_proba``; ``days`` gives each row's day
-    (default: the frame's ``date`` column).
+    (default: the frame's ``date`` column). With ``params.refit`` the returned model is then
+    trained again on every row (no training data lost; the calibrator, fitted for the model
+    trained without its days, is applied to it, as sklearn's CalibratedClassifierCV does with
+    ensemble=False).
     """
     labels = np.asarray(y)
     if days is None:
@@ -243,7 +248,10 @@ def calibrated_fit(frame, y, params: CalibrationParams, days, train: Callable[[A
     target = labels[calibration_rows]
     info = {"rows": int(calibration_rows.size), "positives": int(target.sum()), "days": held,
             "ece_before": expected_calibration_error(target, raw),
-            "ece_after_in_sample": expected_calibration_error(target, calibrator.apply(raw))}
+            "ece_after_in_sample": expected_calibration_error(target, calibrator.apply(raw)),
+            "refit": params.refit}
+    if params.refit:
+        model = train(frame, labels)
     return model, Calibrator(calibrator.method, calibrator.x, calibrator.y, calibrator.a, calibrator.b, info)
 
 

@@ -191,3 +191,17 @@ def test_serving_fast_path_keeps_the_calibration(calibrated_models):
     instances = [{"x1": r.x1, "x2": None if np.isnan(r.x2) else r.x2, "c": r.c} for r in rows.itertuples()]
     np.testing.assert_allclose(fast(instances), model.predict_proba(rows), atol=1e-12, rtol=0)
     assert not np.allclose(fast(instances), model.predict_uncalibrated(rows))
+
+
+def test_refit_keeps_every_training_day_and_applies_the_held_out_calibrator():
+    frame, labels = tabular(1_200, seed=10)
+    params = SklearnParams(max_iter=20)
+    held_out = train_sklearn(frame, labels, COLUMNS, params, seed=0, calibration=CalibrationParams(days=3))
+    refit = train_sklearn(frame, labels, COLUMNS, params, seed=0, calibration=CalibrationParams(days=3, refit=True))
+    everything = train_sklearn(frame, labels, COLUMNS, params, seed=0)
+    rows, _ = tabular(300, seed=11)
+    assert refit.calibrator == held_out.calibrator  # fitted on the same held-out days, same model
+    assert refit.calibration_info()["refit"] is True
+    np.testing.assert_array_equal(refit.predict_uncalibrated(rows), everything.predict_proba(rows))
+    np.testing.assert_allclose(refit.predict_proba(rows), refit.calibrator.apply(everything.predict_proba(rows)),
+                               atol=1e-12)
