@@ -88,6 +88,8 @@ def land_files(store: BlobStore, spec: DatasetSpec, paths: Sequence[str | Path],
     """
     import pyarrow as pa
 
+    if start is not None and end is not None and end < start:
+        raise LandingError(f"end {end} is before start {start}")
     source = default_source(spec, source)
     files = find_files(list(paths))
     source_spec = spec.sources[source]
@@ -99,8 +101,6 @@ def land_files(store: BlobStore, spec: DatasetSpec, paths: Sequence[str | Path],
     report = LandReport(source, files, rows_read=table.num_rows if table is not None else 0)
     days = None
     if start is not None or end is not None:
-        if start is not None and end is not None and end < start:
-            raise LandingError(f"end {end} is before start {start}")
         days = _days_in(table, source_spec, spec.zone, start, end)
     if table is not None:
         blobs, outside = _land_source(store, spec, source, table, days, mode, progress)
