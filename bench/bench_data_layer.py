@@ -132,7 +132,8 @@ def install_timers(spark) -> Timers:
     timers.wrap(type(frame), "collect", "spark.collect")
     # Spark query plans built in the driver through py4j (no Spark job, but not Dagster either).
     for name in ("joined_frame", "build_features", "build_labels"):
-        timers.wrap(features, name, "spark.plan")
+        if hasattr(features, name):  # labels moved to defs/assets/labels.py (label feed)
+            timers.wrap(features, name, "spark.plan")
     timers.wrap(data_quality, "schema_problems", "spark.plan")
     # Library code (each contains the Spark calls above where noted).
     timers.wrap(raw, "_read_day", "raw.parse_blobs")  # Arrow parse_blob of a day's blobs
