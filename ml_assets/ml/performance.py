@@ -7,8 +7,10 @@ Two judgements:
   noise alone, so this either never fires (a wide bound) or fires on noise (a narrow one).
 - ``window_performance``: the metric over a trailing window of days with a confidence interval
   (DeLong for ROC AUC, Wilson for accuracy, the normal interval of per-row losses for Brier and
-  log loss, a row bootstrap for PR AUC and ECE; ml_assets.ml.stats). The holdout value is taken
-  as the fixed reference. A window is flagged by ``rule``:
+  log loss, a row bootstrap for PR AUC and ECE; ml_assets.ml.stats). The holdout value is itself
+  an estimate on a few days: its standard error (``holdout_standard_error``: Hanley-McNeil for ROC
+  AUC, binomial for accuracy, from the stored holdout row and positive counts; 0 for the other
+  metrics) widens the interval of the drop. A window is flagged by ``rule``:
   ``significant`` (default): the drop exceeds ``max_drop`` AND the interval of the drop lies above
   0 (a loss that is both material and not noise); ``confident``: the whole interval of the drop
   lies above ``max_drop`` (slower, for when a false retrain is expensive). A window is judged once
@@ -29,7 +31,9 @@ from ml_assets.ml.stats import (
     MetricInterval,
     auc_interval,
     bootstrap_interval,
+    hanley_mcneil_se,
     mean_interval,
+    normal_quantile,
     proportion_interval,
 )
 
@@ -131,10 +135,30 @@ def metric_interval(y_true, probabilities, metric: str, *, threshold: float = 0.
     raise ValueError(f"unknown metric {metric!r}; known: {sorted(HIGHER_IS_BETTER)}")
 
 
+def holdout_standard_error(metric: str, holdout: dict) -> float:
+    """Standard error of a stored holdout metric from its row and positive counts (0 when unknown)."""
+    value, n, positives = holdout.get(metric), holdout.get("n"), holdout.get("positives")
+    if value is None or not n or positives is None or not math.isfinite(value):
+        return 0.0
+    if metric == "roc_auc" and 0 < positives < n:
+        return hanley_mcneil_se(value, int(positives), int(n - positives))
+    if metric == "accuracy":
+        return math.sqrt(max(value * (1 - value), 0.0) / n)
+    return 0.0
+
+
+def _widened(drop: float, low: float, high: float, holdout_se: float, confidence: float) -> tuple[float, float]:
+    """The drop's interval with the holdout's own uncertainty added in quadrature to each side."""
+    if holdout_se <= 0:
+        return low, high
+    extra = normal_quantile(confidence) * holdout_se
+    return drop - math.hypot(drop - low, extra), drop + math.hypot(high - drop, extra)
+
+
 def window_performance(y_true, probabilities, *, metric: str, holdout_value: float, max_drop: float,
                        confidence: float = 0.95, rule: str = "significant", min_rows: int = 100,
                        min_class_rows: int = 10, threshold: float = 0.5,
-                       days: Sequence[str] = ()) -> LivePerformance:
+                       days: Sequence[str] = (), holdout_se: float = 0.0) -> LivePerformance:
     """Judge the labelled rows of a trailing window (``days``, oldest first) against the holdout value."""
     _check(metric, holdout_value)
     if rule not in RULES:
@@ -155,6 +179,7 @@ def window_performance(y_true, probabilities, *, metric: str, holdout_value: flo
     drop = _drop(metric, holdout_value, live)
     # The drop worsens as the metric does: its interval comes from the metric's opposite bound.
     drop_low, drop_high = sorted((_drop(metric, holdout_value, high), _drop(metric, holdout_value, low)))
+    drop_low, drop_high = _widened(drop, drop_low, drop_high, holdout_se, confidence)
     flagged = drop > max_drop and drop_low > 0 if rule == "significant" else drop_low > max_drop
     return LivePerformance(live=live, drop=drop, judged=True, flagged=bool(flagged), low=low, high=high,
                            drop_low=drop_low, drop_high=drop_high, method=interval.method, **common)
@@ -188,7 +213,7 @@ def window_table(result: LivePerformance, per_day: Sequence[dict]) -> str:
 
 
 def judge_estimate(estimate, *, metric: str, holdout_value: float, max_drop: float, rule: str = "significant",
-                   day: str | None = None) -> LivePerformance:
+                   day: str | None = None, holdout_se: float = 0.0) -> LivePerformance:
     """The same verdict as ``window_performance`` on a CBPE estimate (ml_assets.ml.cbpe.Estimate) and its band."""
     from ml_assets.ml.cbpe import ESTIMABLE
 
@@ -205,6 +230,7 @@ def judge_estimate(estimate, *, metric: str, holdout_value: float, max_drop: flo
                                note=f"{metric} cannot be estimated on {estimate.n} rows", **common)
     drop = _drop(metric, holdout_value, value)
     drop_low, drop_high = sorted((_drop(metric, holdout_value, high), _drop(metric, holdout_value, low)))
+    drop_low, drop_high = _widened(drop, drop_low, drop_high, holdout_se, estimate.confidence)
     flagged = drop > max_drop and drop_low > 0 if rule == "significant" else drop_low > max_drop
     return LivePerformance(live=value, drop=drop, judged=True, flagged=bool(flagged), low=low, high=high,
                            drop_low=drop_low, drop_high=drop_high, **common)

@@ -383,3 +383,14 @@ def group_bootstrap_interval(
     low, high = np.quantile(samples, [tail, 1.0 - tail])
     return MetricInterval("bootstrap", float(value), float(samples.std(ddof=1)), float(low), float(high),
                           confidence, int(labels.size), positives)
+
+
+def hanley_mcneil_se(auc: float, positives: int, negatives: int) -> float:
+    """Standard error of an ROC AUC known only by its value and class counts (Hanley & McNeil 1982),
+    e.g. a stored holdout AUC: var = (A(1-A) + (m-1)(Q1-A^2) + (n-1)(Q2-A^2)) / (m n)."""
+    if positives < 1 or negatives < 1 or not 0.0 <= auc <= 1.0:
+        raise ValueError(f"hanley_mcneil_se needs an AUC in [0, 1] and both classes, got {auc}, {positives}, {negatives}")
+    q1, q2 = auc / (2.0 - auc), 2.0 * auc * auc / (1.0 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc * auc) + (negatives - 1) * (q2 - auc * auc)) / (
+        positives * negatives)
+    return float(np.sqrt(max(variance, 0.0)))

@@ -7,12 +7,18 @@ from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_
 
 from ml_assets.ml import cbpe
 from ml_assets.ml.performance import (
+    holdout_standard_error,
     live_performance,
     metric_interval,
     window_performance,
     window_table,
 )
-from ml_assets.ml.stats import auc_interval, delong_auc_difference, proportion_interval
+from ml_assets.ml.stats import (
+    auc_interval,
+    delong_auc_difference,
+    hanley_mcneil_se,
+    proportion_interval,
+)
 from ml_assets.ml.triggers import DayVerdict, decide
 
 
@@ -189,3 +195,25 @@ def test_cbpe_sees_a_less_confident_model_and_rejects_bad_input():
         sure.value("brier")
     with pytest.raises(ValueError, match="lie in \\[0, 1\\]"):
         cbpe.estimate(np.array([0.2, 1.5]))
+
+
+def test_the_holdout_values_own_error_widens_the_drop_interval():
+    # Hanley-McNeil by hand for A = 0.8, 30 positives, 70 negatives; and close to DeLong on binormal data.
+    q1, q2 = 0.8 / 1.2, 2 * 0.64 / 1.8
+    by_hand = np.sqrt((0.8 * 0.2 + 29 * (q1 - 0.64) + 69 * (q2 - 0.64)) / (30 * 70))
+    assert hanley_mcneil_se(0.8, 30, 70) == pytest.approx(by_hand, rel=1e-12)
+    rng = np.random.default_rng(11)
+    y = (rng.random(3000) < 0.3).astype(int)
+    delong = auc_interval(y, rng.normal(size=3000) + y)
+    assert hanley_mcneil_se(delong.estimate, int(y.sum()), int(3000 - y.sum())) == pytest.approx(delong.se, rel=0.2)
+    holdout = {"roc_auc": 0.8, "accuracy": 0.75, "brier": 0.2, "n": 100, "positives": 30}
+    assert holdout_standard_error("roc_auc", holdout) == pytest.approx(by_hand)
+    assert holdout_standard_error("accuracy", holdout) == pytest.approx(np.sqrt(0.75 * 0.25 / 100))
+    assert holdout_standard_error("brier", holdout) == 0.0 and holdout_standard_error("roc_auc", {}) == 0.0
+
+    p, y = calibrated(np.random.default_rng(12), 3000)
+    kwargs = {"metric": "roc_auc", "holdout_value": 0.79, "max_drop": 0.05}
+    exact = window_performance(y, p, **kwargs)
+    widened = window_performance(y, p, **kwargs, holdout_se=0.05)
+    assert widened.drop == exact.drop and widened.drop_low < exact.drop_low and widened.drop_high > exact.drop_high
+    assert exact.flagged and not widened.flagged  # a holdout measured on few rows cannot prove this drop

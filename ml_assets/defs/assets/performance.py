@@ -86,7 +86,7 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
     import numpy as np
 
     from ml_assets.ml.evaluation import compute_metrics
-    from ml_assets.ml.performance import window_performance, window_table
+    from ml_assets.ml.performance import holdout_standard_error, window_performance, window_table
 
     datasets = blob_store.datasets()
     ready, coverage, labels_version, why = label_state(datasets, day)
@@ -122,12 +122,13 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
         per_day_rows.append({"day": d, "rows": int(y.size), "positives": int(y.sum()), "coverage": d_coverage,
                              "value": value, "estimate": estimate.get("expected"),
                              "estimate_low": estimate.get("low"), "estimate_high": estimate.get("high")})
-    holdout = manifest["metrics"]["holdout"].get(PERFORMANCE.metric)
+    holdout_metrics = manifest["metrics"]["holdout"]
     result = window_performance(
-        np.concatenate(ys), np.concatenate(ps), metric=PERFORMANCE.metric, holdout_value=holdout,
-        max_drop=PERFORMANCE.max_drop, confidence=PERFORMANCE.confidence, rule=PERFORMANCE.rule,
-        min_rows=PERFORMANCE.min_rows, min_class_rows=PERFORMANCE.min_class_rows,
-        threshold=SPEC.promotion.decision_threshold, days=window)
+        np.concatenate(ys), np.concatenate(ps), metric=PERFORMANCE.metric,
+        holdout_value=holdout_metrics.get(PERFORMANCE.metric), max_drop=PERFORMANCE.max_drop,
+        confidence=PERFORMANCE.confidence, rule=PERFORMANCE.rule, min_rows=PERFORMANCE.min_rows,
+        min_class_rows=PERFORMANCE.min_class_rows, threshold=SPEC.promotion.decision_threshold, days=window,
+        holdout_se=holdout_standard_error(PERFORMANCE.metric, holdout_metrics))
     today = per_day_rows[-1]
     na = "n/a"
     return {
@@ -171,7 +172,7 @@ def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreRes
 
 def _estimate_day(blob_store: BlobStoreResource, day: str) -> dict:
     from ml_assets.ml.cbpe import estimate
-    from ml_assets.ml.performance import judge_estimate
+    from ml_assets.ml.performance import holdout_standard_error, judge_estimate
 
     version, manifest = champion_or_fail(blob_store)
     probabilities = day_probabilities(blob_store, version, manifest, day)
@@ -180,9 +181,10 @@ def _estimate_day(blob_store: BlobStoreResource, day: str) -> dict:
     threshold = SPEC.promotion.decision_threshold
     est = estimate(probabilities, threshold=threshold, samples=PERFORMANCE.estimate_samples,
                    confidence=PERFORMANCE.confidence)
-    holdout = manifest["metrics"]["holdout"].get(PERFORMANCE.metric)
-    result = judge_estimate(est, metric=PERFORMANCE.metric, holdout_value=holdout, max_drop=PERFORMANCE.max_drop,
-                            rule=PERFORMANCE.rule, day=day)
+    holdout_metrics = manifest["metrics"]["holdout"]
+    result = judge_estimate(est, metric=PERFORMANCE.metric, holdout_value=holdout_metrics.get(PERFORMANCE.metric),
+                            max_drop=PERFORMANCE.max_drop, rule=PERFORMANCE.rule, day=day,
+                            holdout_se=holdout_standard_error(PERFORMANCE.metric, holdout_metrics))
     as_of = champion_as_of(manifest)
     blob_store.put_json(estimate_blob(day), {
         "day": day, "champion_version": version, "metric": PERFORMANCE.metric, "expected": result.live,
