@@ -167,6 +167,8 @@ def absolute_intervals(spec: PromotionSpec, y, p, days=None) -> dict[str, dict]:
     Bootstrap at the spec's confidence, resamples and seed; whole days when bootstrap_unit is "day".
     """
     # numpy: kept out of the code location's import
+    import numpy as np
+
     from ml_assets.ml.metrics import metric_intervals
 
     groups = None
@@ -174,9 +176,13 @@ def absolute_intervals(spec: PromotionSpec, y, p, days=None) -> dict[str, dict]:
         if days is None:
             raise ValueError("bootstrap_unit is 'day' but no day is given per row")
         groups = [str(d) for d in days]
-    return metric_intervals(y, p, sorted(spec.absolute), threshold=spec.decision_threshold,
-                            confidence=spec.confidence, resamples=spec.bootstrap_resamples, seed=spec.seed,
-                            groups=groups)
+    intervals = metric_intervals(y, p, sorted(spec.absolute), threshold=spec.decision_threshold,
+                                 confidence=spec.confidence, resamples=spec.bootstrap_resamples, seed=spec.seed,
+                                 groups=groups)
+    if "estimate" in intervals.get("ece", {}):
+        # ECE >= |mean p - positive rate|: the part a shift of the label rate alone explains.
+        intervals["ece"]["in_the_large"] = abs(float(np.mean(np.asarray(p, dtype=float)) - np.mean(np.asarray(y))))
+    return intervals
 
 
 def _absolute_rows(spec: PromotionSpec, candidate: dict) -> list[VerdictRow]:
@@ -197,6 +203,8 @@ def _absolute_rows(spec: PromotionSpec, candidate: dict) -> list[VerdictRow]:
             criterion = (f"fails if the interval's {end} is {'below' if higher else 'above'} {bar:.4f} "
                          f"({interval.get('confidence', spec.confidence):.0%} interval)")
             note = "" if ok else f"interval wholly {'below' if higher else 'above'} the bar"
+            if "in_the_large" in interval and not ok:
+                note += f"; |mean p - positive rate| = {interval['in_the_large']:.4f} of it (label-rate shift)"
             rows.append(VerdictRow("absolute", metric, OVERALL, value, None, interval.get("estimate", value), bar, ok,
                                    note, low=low, high=high, criterion=criterion, n=interval.get("n"),
                                    positives=interval.get("positives")))

@@ -240,6 +240,7 @@ def test_a_clearly_miscalibrated_candidate_fails_the_ece_bar():
     ece = next(r for r in verdict.rows if r.metric == "ece")
     assert not ece.passed and ece.low > 0.1
     assert "interval wholly above the bar" in ece.note
+    assert "|mean p - positive rate| = 0.2" in ece.note  # the whole miss is in the large here
     assert ("absolute", "ece", "overall") in failed_rules(verdict)
 
 
