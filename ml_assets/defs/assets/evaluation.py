@@ -117,6 +117,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         plot_evaluation,
         slice_table_markdown,
     )
+    from ml_assets.ml.gate import absolute_intervals
     from ml_assets.ml.models import FeatureColumns, load_model
 
     holdout = training_set.where(f"{SPLIT_COLUMN} = '{HOLDOUT}'").toPandas()
@@ -159,7 +160,11 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         "model": MODEL_NAME,
         # The manifest these metrics were computed from: deployment promotes only that manifest.
         "candidate": {"label": best, "version": version, "flavor": store.get(MODEL_NAME, version).manifest["flavor"],
-                      "manifest_sha256": manifest_digests[version], "evaluation": as_gate_input(results[best])},
+                      "manifest_sha256": manifest_digests[version], "evaluation": {
+                          **as_gate_input(results[best]),
+                          # the absolute bars (e.g. ece) are judged on the candidate's own interval
+                          "intervals": absolute_intervals(SPEC.promotion, y, predictions[best],
+                                                          holdout["date"].to_numpy())}},
         "champion": None if champion is None else {
             "label": f"champion v{champion}", "version": champion,
             "flavor": store.get(MODEL_NAME, champion).manifest["flavor"],

@@ -15,6 +15,7 @@ from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.ml.folds import rolling_folds
 from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN, labelled_examples
+from ml_assets.ml.values import feature_value_types
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
 from ml_assets.resources.spark_io import read_tables
@@ -106,6 +107,8 @@ def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, m
         version = blob_store.models().publish(MODEL_NAME, Path(staging), {
             "flavor": flavor,
             "columns": {"numeric": model.columns.numeric, "categorical": model.columns.categorical},
+            # How batch read each feature's raw values: the server reads requests the same way.
+            "value_types": feature_value_types(SPEC),
             "label": SPEC.label.name,
             "dataset": SPEC.name,
             "data_window": {
@@ -113,6 +116,7 @@ def _publish(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, m
                 "holdout_days": window_meta["holdout_days"].value if "holdout_days" in window_meta else None,
             },
             "metrics": {"holdout": metrics},
+            "calibration": model.calibration_info(),
             "code_version": code_version(),
             "params": params,
             "train_rows": rows,
@@ -159,7 +163,12 @@ def _train_and_publish(context: dg.AssetExecutionContext, blob_store: BlobStoreR
     columns = FeatureColumns.from_spec(SPEC)
 
     def fit(examples):
-        return trainer(examples, examples[SPEC.label.name].to_numpy(), columns, params, seed)
+        from ml_assets.ml.calibration import CalibrationParams
+
+        # Calibrated on held-out training days (spec training.calibration*), inside the saved artifact.
+        return trainer(examples, examples[SPEC.label.name].to_numpy(), columns, params, seed,
+                       calibration=CalibrationParams.from_spec(SPEC.training),
+                       days=examples[PARTITION_COLUMN].to_numpy())
 
     examples = _split(training_set, TRAIN)
     started = time.perf_counter()

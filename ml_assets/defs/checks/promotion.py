@@ -17,6 +17,13 @@ def verdict_blob(version: int) -> str:
     return f"artifacts/verdicts/{MODEL_NAME}/v{version}.json"
 
 
+def _selected_on(selection: dict | None) -> str:
+    if not selection:
+        return "highest holdout roc_auc"
+    return (f"{selection['metric']} on {selection['rows']} pooled rows of {selection.get('folds', 1)} fold(s)"
+            f" ({'lead established' if selection['established'] else 'lead not established'})")
+
+
 class GateConfig(dg.Config):
     force_reason: str | None = Field(
         None, description="Promote even if rules fail; the written reason is kept in the history and the report"
@@ -53,6 +60,8 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, config: GateConfig,
             "champion_version": champion["version"] if champion else "none",
             "verdict": dg.MetadataValue.md(verdict.markdown()),
             "forced_reason": verdict.forced_reason or "",
+            # How the candidate was chosen among the frameworks (pooled folds; absent before issue 12's folds).
+            "selected_on": _selected_on(document.get("selection")),
             "p95_latency_ms": infra.p95_latency_ms if infra.p95_latency_ms is not None else -1.0,
         },
     )
