@@ -13,6 +13,7 @@ from ml_assets.defs.assets.features import features, labels
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.ml.folds import rolling_folds
+from ml_assets.ml.labels import settled_days
 from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN, labelled_examples
 from ml_assets.ml.values import feature_value_types
@@ -38,7 +39,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, b
                  pyspark: LazySparkResource) -> SparkDataFrame:
     """Labelled examples of the training window and the holdout days after it."""
     datasets = blob_store.datasets()
-    labelled = sorted(set(datasets.partitions("labels")) & set(datasets.partitions("features")))
+    # With a label feed, only days whose outcomes have settled: a day still filling up is a biased sample.
+    labelled = settled_days(SPEC, datasets, sorted(set(datasets.partitions("labels")) & set(datasets.partitions("features"))))
     try:
         folds = rolling_folds(labelled, config.as_of, SPEC.training.window_days, SPEC.training.holdout_days,
                               SPEC.training.folds.k, config.min_train_days)

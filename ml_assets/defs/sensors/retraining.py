@@ -21,6 +21,7 @@ from ml_assets.defs.assets.monitoring import (
 from ml_assets.defs.assets.training import MODEL_NAME
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.jobs import training_job
+from ml_assets.ml.labels import settled_days
 from ml_assets.ml.triggers import DayVerdict, TriggerDecision, cooldown_end, decide
 from ml_assets.resources.blob_store import BlobStoreResource
 
@@ -122,7 +123,7 @@ def _tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource, *,
     decision = decide(verdicts, signal=signal, debounce_days=RETRAINING.debounce_days, cooldown_until=cooldown_until)
     if not decision.request:
         return result(decision)
-    labelled = blob_store.datasets().partitions("labels")
+    labelled = _settled(blob_store.datasets())
     train_as_of = min(decision.as_of, labelled[-1]) if labelled else decision.as_of
     return result(decision, retrain_request(trigger, train_as_of, decision.reason, decision.days, champion))
 
@@ -139,13 +140,18 @@ def _performance_verdict(metadata) -> list | None:
     return [bool(metadata["flagged"].value), str(metadata["summary"].value), int(metadata["champion_version"].value)]
 
 
+def _settled(datasets) -> list[str]:
+    """Labelled days a model can use: with a label feed, those whose outcomes reached the feed's coverage."""
+    return settled_days(SPEC, datasets, datasets.partitions("labels"))
+
+
 def _bootstrap(blob_store: BlobStoreResource):
     """Before any champion: train once a full window and holdout are labelled (and clustered, if they can be)."""
     needed = SPEC.training.window_days + SPEC.training.holdout_days
 
     def on_no_champion(result, cooldown_until):
         datasets = blob_store.datasets()
-        labelled = datasets.partitions("labels")
+        labelled = _settled(datasets)
         if len(labelled) < needed:
             return result(f"no champion yet; {len(labelled)} of {needed} labelled days needed for the first model")
         # The promotion gate slices by cluster: wait for the days' clusters, unless too few feature days
@@ -201,7 +207,7 @@ def performance_tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreR
              default_status=dg.DefaultScheduleStatus.RUNNING if RETRAINING.fallback_cron else dg.DefaultScheduleStatus.STOPPED,
              description="Unconditional retrain on a cron (spec monitoring.retraining.fallback_cron; off when unset).")
 def retrain_fallback_schedule(context: dg.ScheduleEvaluationContext, blob_store: BlobStoreResource):
-    labelled = blob_store.datasets().partitions("labels")
+    labelled = _settled(blob_store.datasets())
     if not labelled:
         return dg.SkipReason("no labelled day to train on")
     if busy := retrain_in_progress(last_retrain(context.instance)):
