@@ -10,8 +10,10 @@ from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.features import daily_profile, expected_feature_types, schema_problems
+from ml_assets.ml.labels import settled_days
 from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.ml.unique_keys import spark_duplicate_keys
+from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import SparkDataFrame
 
 # The checks' inputs shadow the asset names: their keys, for the per-day verdicts.
@@ -104,7 +106,8 @@ def features_unique_keys(context: dg.AssetCheckExecutionContext, features: Spark
 @dg.asset_check(asset=labels, blocking=True, partitions_def=daily_partitions,
                 pool=SPARK_POOL, retry_policy=STORE_RETRY,
                 description="Each day's label rate is within quality.label_rate")
-def label_rate(context: dg.AssetCheckExecutionContext, labels: SparkDataFrame) -> Iterator:
+def label_rate(context: dg.AssetCheckExecutionContext, labels: SparkDataFrame,
+               blob_store: BlobStoreResource) -> Iterator:
     from pyspark.sql import functions as F
 
     bounds = SPEC.quality.label_rate
@@ -114,7 +117,12 @@ def label_rate(context: dg.AssetCheckExecutionContext, labels: SparkDataFrame) -
         .agg(F.avg(F.col(SPEC.label.name)).alias("rate"), F.count(F.lit(1)).alias("rows"))
         .collect()
     }
-    out = {day: round(rate, 4) for day, (rate, _) in rates.items() if not bounds.min <= rate <= bounds.max}
+    # With a label feed a day still filling up is a biased sample (orders: returns resolve before
+    # non-returns): only days whose outcomes reached label_feed.min_coverage are judged.
+    settled = set(settled_days(SPEC, blob_store.datasets(), sorted(rates)))
+    unsettled = {day for day in rates if day not in settled}
+    out = {day: round(rate, 4) for day, (rate, _) in rates.items()
+           if day not in unsettled and not bounds.min <= rate <= bounds.max}
     # With a label feed a day without rows is one whose outcomes have not landed yet, not a bad day.
     feed = SPEC.label_feed is not None
     whole = dg.AssetCheckResult(
@@ -133,6 +141,7 @@ def label_rate(context: dg.AssetCheckExecutionContext, labels: SparkDataFrame) -
         problem = ("no rows" if rate is None and not feed else
                    f"label rate {rate:.4f} out of [{bounds.min}, {bounds.max}]" if day in out else None)
         return _result("label_rate", [problem] if problem else [],
-                       {"label_rate": round(rate, 4) if rate is not None else None, "rows": rates.get(day, (0, 0))[1]})
+                       {"label_rate": round(rate, 4) if rate is not None else None, "rows": rates.get(day, (0, 0))[1],
+                        "settled": day not in unsettled})
 
     yield from _verdicts(context, LABELS, whole, by_day)
