@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 import dagster as dg
 
+from ml_assets.defs.assets.raw import raw_asset_key
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
 from ml_assets.landing import days_between
@@ -92,6 +93,8 @@ class Replay:
                                    and self.instance.get_latest_materialization_event(CLUSTER_MODEL) is not None)
         assets = [FEATURES, LABELS] + ([CLUSTERS] if clustered_with_features else [])
         ok_days = self._materialize_ranges(assets, ok_days)
+        if SPEC.label_feed is not None:
+            self._relabel_earlier_days(start)
         self.report.add_seconds("features_labels", began)
 
         if not clustered_with_features:
@@ -99,6 +102,17 @@ class Replay:
             self._fit_and_assign_clusters(ok_days, refit_clusters)
             self.report.add_seconds("clusters", began)
         return ok_days
+
+    def _relabel_earlier_days(self, start: dt.date) -> None:
+        """The labels of earlier days the batch's outcomes can reach (as the labels automation does in
+        the daemon), so that those days settle as their outcomes land; unchanged days publish nothing."""
+        reach = {d.isoformat() for d in days_between(start - dt.timedelta(days=SPEC.label_feed.max_delay_days),
+                                                      start - dt.timedelta(days=1))}
+        earlier = sorted(reach & set(self.resources["blob_store"].datasets().partitions("features")))
+        for first, last in contiguous_ranges(earlier):
+            result = self._run_range([LABELS], first, last)
+            if not result.success:
+                self.log(f"  labels {first}..{last} failed: {failure_message(result)}")
 
     def _materialize_raw(self, batch: set[str]) -> list[str]:
         """Run what the landed_blobs sensor requests for the batch's days: the days that passed."""
@@ -111,7 +125,17 @@ class Replay:
         requests = [r for r in tick.run_requests or [] if r.partition_key in batch]
         raw_keys = sorted({key for r in requests for key in r.asset_selection}, key=str)
         if requests and not self.per_day and all(self._single_run(key) for key in raw_keys):
-            return self._materialize_ranges(raw_keys, [r.partition_key for r in requests])
+            # One range per set of sources the sensor asked for: a label feed day without outcomes
+            # asks only the base source, and must not run (and fail) the feed's raw asset.
+            groups: dict[tuple[dg.AssetKey, ...], list[str]] = {}
+            for request in requests:
+                groups.setdefault(tuple(sorted(request.asset_selection, key=str)), []).append(request.partition_key)
+            base = raw_asset_key(SPEC.join.base)
+            ok_days = []
+            for keys, days in groups.items():
+                good = self._materialize_ranges(list(keys), days)
+                ok_days += good if base in keys else []
+            return sorted(ok_days)
         ok_days = []
         for request in requests:
             result = self.job.execute_in_process(
