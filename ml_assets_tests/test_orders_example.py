@@ -87,7 +87,7 @@ def test_orders_example_from_files_to_a_served_champion(tmp_path):
     assert any(line.split()[1:2] == ["deployed"] and line.split()[3] != "-" for line in lines
                if line.startswith("20")), out[-6000:]
     final_champion = rows[END][1].split()[-1]
-    assert final_champion.isdigit(), rows[END]
+    assert re.fullmatch(r"v\d+", final_champion), rows[END]
     judged = [day for day, (_, text) in rows.items() if day > deployed[0] and re.search(r"\(\d+%\)", text)]
     assert judged, "no day after the first model has a drift verdict:\n" + out[-6000:]
 
