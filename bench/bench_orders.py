@@ -19,13 +19,9 @@ Two things are set here and recorded in the JSON (both measured, see the closing
   this data the LogisticRegression baseline is the true model's form and beats both candidates by
   ~0.03 ROC AUC on the first holdout week (0.769 vs 0.740), so with the inferred spec no first model is
   ever deployed and there is nothing to monitor.
-- `FeedReplay`: until ml_assets.replay.loop does it, the replay (a) runs each raw request group on its
-  own days (a feed day with no outcomes is not run, so the order day is not held back) and (b) re-runs the
-  labels of the days a batch's outcomes reach, so earlier days settle as their outcomes land.
-  `--plain-replay` measures the package's Replay as it is.
 
     .venv/bin/python bench/bench_orders.py [--days 240] [--step-days 7] [--baseline-margin -0.1]
-        [--plain-replay] [--out bench/results/orders.json]
+        [--out bench/results/orders.json]
 """
 
 import argparse
@@ -68,46 +64,6 @@ def _prepare(workdir: Path, days: int, baseline_margin: float | None) -> Path:
     return spec
 
 
-def feed_replay_class():
-    """The package's Replay with the two label-feed pieces it lacks (see the module docstring)."""
-    import dagster as dg
-
-    from ml_assets.defs.dataset import SPEC
-    from ml_assets.defs.sensors.landed_blobs import landed_blobs_sensor
-    from ml_assets.landing import days_between
-    from ml_assets.replay import loop
-    from ml_assets.replay.timeline import contiguous_ranges
-
-    class FeedReplay(loop.Replay):
-        def _materialize_raw(self, batch):
-            with dg.build_sensor_context(instance=self.instance, resources=self.resources, definitions=self.defs,
-                                         cursor=self.sensor_cursor) as context:
-                tick = landed_blobs_sensor(context)
-            self.sensor_cursor = tick.cursor
-            groups: dict[tuple, list[str]] = {}
-            for request in tick.run_requests or []:
-                if request.partition_key in batch:
-                    groups.setdefault(tuple(sorted(request.asset_selection, key=str)), []).append(request.partition_key)
-            base = dg.AssetKey(f"raw_{SPEC.join.base}")
-            ok: list[str] = []
-            for keys, days in groups.items():
-                good = self._materialize_ranges(list(keys), days)
-                ok += good if base in keys else []
-            return sorted(ok)
-
-        def land_and_materialize(self, start, end, refit_clusters=True):
-            ok = super().land_and_materialize(start, end, refit_clusters)
-            if SPEC.label_feed is not None:
-                datasets = self.resources["blob_store"].datasets()
-                reach = {d.isoformat() for d in days_between(
-                    start - dt.timedelta(days=SPEC.label_feed.max_delay_days), start - dt.timedelta(days=1))}
-                for first, last in contiguous_ranges(sorted(reach & set(datasets.partitions("features")))):
-                    self._run_range([loop.LABELS], first, last)
-            return ok
-
-    return FeedReplay
-
-
 def detection(rows, onset: dt.date) -> dict:
     """Retrain requests from the timeline: first model, delay per trigger after the onset, false ones before."""
     requests = [(dt.date.fromisoformat(r.day), m[1], m[2], r.verdict.split(" - ")[0])
@@ -140,7 +96,6 @@ def main() -> None:
     parser.add_argument("--step-days", type=int, default=7)
     parser.add_argument("--baseline-margin", type=float, default=-0.1,
                         help="promotion.baseline_margin roc_auc written over spec init's -0.03 (see above)")
-    parser.add_argument("--plain-replay", action="store_true", help="the package's Replay without FeedReplay")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
 
@@ -173,8 +128,7 @@ def main() -> None:
     data = workdir / "data"
     log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
     with dg.DagsterInstance.local_temp(str(workdir / "dagster_home")) as instance:
-        replay_class = Replay if args.plain_replay else feed_replay_class()
-        replay = replay_class(defs, instance, log=log,
+        replay = Replay(defs, instance, log=log,
                         lander=_lander([str(data / "orders.csv"), f"outcomes={data / 'outcomes.jsonl'}"], None))
         rows = replay.run_loop(START, end, args.step_days,
                                on_row=lambda row: log(f"{row.day} {row.status} {row.drift} | {row.live} | "
@@ -191,7 +145,6 @@ def main() -> None:
                     "loadavg_after": [round(x, 2) for x in os.getloadavg()]},
         "onset": SHIFT_DAY.isoformat(),
         "baseline_margin": args.baseline_margin,
-        "replay": "package Replay" if args.plain_replay else "FeedReplay (feed pieces added, see docstring)",
         "uses_estimated_performance": SPEC.monitoring.performance.use_estimate,
         "total_seconds": round(total, 1),
         "stage_seconds": {k: round(v, 1) for k, v in replay.report.seconds.items()},
