@@ -51,6 +51,7 @@ class Replay:
         # per_day: raw and monitoring as one run per day (the slower path; same decisions, for comparison).
         self.per_day = per_day
         self._reports: dict[tuple[dg.AssetKey, str], dict] = {}  # (monitoring asset, day) -> latest metadata
+        self._live_judged: dict[str, tuple[int, str]] = {}  # label feed: day -> (champion, labels version) judged
 
     # --- landing and materializing ------------------------------------------------------------
 
@@ -296,8 +297,9 @@ class Replay:
         self._ensure_reference(champion)
         datasets = self.resources["blob_store"].datasets()
         passed = [d for d in days if self.day_status(d)[0] == "passed"]
-        settled = [_shift(d, -LAG) for d in passed
-                   if all(datasets.current("labels", x) is not None for x in (_shift(d, -LAG), d))]
+        settled = self._feed_settled(champion, days) if SPEC.label_feed else [
+            _shift(d, -LAG) for d in passed
+            if all(datasets.current("labels", x) is not None for x in (_shift(d, -LAG), d))]
         daily = [DRIFT] + ([ESTIMATED] if SPEC.monitoring.performance.use_estimate else [])
         for assets, keys in ((daily, passed), ([LIVE], settled)):
             for first, last in contiguous_ranges(keys):
@@ -310,6 +312,23 @@ class Replay:
                     for materialization in result.asset_materializations_for_node(asset.to_python_identifier()):
                         self._reports[asset, materialization.partition or first] = materialization.metadata
         self.report.add_seconds("monitoring", began)
+
+    def _feed_settled(self, champion: int, days: list[str]) -> list[str]:
+        """With a label feed: the passed days within the feed's reach of the batch whose labels settled
+        since this champion last judged them (a day settles when enough of its outcomes landed)."""
+        from ml_assets.ml.labels import settled_days
+
+        datasets = self.resources["blob_store"].datasets()
+        reach = [d.isoformat() for d in days_between(dt.date.fromisoformat(_shift(days[0], -SPEC.label_feed.max_delay_days)),
+                                                     dt.date.fromisoformat(days[-1]))]
+        passed = [d for d in reach if self.day_status(d)[0] == "passed"]
+        fresh = []
+        for day in settled_days(SPEC, datasets, passed):
+            labels = datasets.current("labels", day)
+            if labels is not None and self._live_judged.get(day) != (champion, labels.version):
+                self._live_judged[day] = (champion, labels.version)
+                fresh.append(day)
+        return fresh
 
     # The sensors read reports in storage order and stop at the first day after the one they judge, so
     # the previous champion's reports of the batch's later days (kept in the history, ignored by the
@@ -347,13 +366,18 @@ class Replay:
         if status == "passed":
             if (drift := self._reports.get((DRIFT, day))) is not None:
                 row.drift = str(drift["summary"].value).split(" (")[0] + f" ({drift['drifted_share'].value:.0%})"
-            settled = _shift(day, -LAG)
+            settled = self._latest_live(day) if SPEC.label_feed else _shift(day, -LAG)
             live = self._reports.get((LIVE, settled))
             if live is not None and "judged" in live and live["judged"].value:
                 row.live = f"{settled[5:]} {live['live'].value:.3f} ({-live['drop'].value:+.3f})"
         self._tick_retraining(row, landed_at)
         row.champion = self.resources["blob_store"].models().champion(MODEL_NAME).version
         return row
+
+    def _latest_live(self, day: str) -> str:
+        """With a label feed, the latest day up to `day` with a live-performance report."""
+        judged = [d for key, d in self._reports if key == LIVE and d <= day]
+        return max(judged, default=day)
 
     def _ensure_reference(self, champion: int) -> None:
         event = self.instance.get_latest_materialization_event(dg.AssetKey("reference_stats"))
@@ -374,7 +398,8 @@ class Replay:
         blob_store = self.resources["blob_store"]
         # As of the day: drift reports up to the day, performance reports up to the day whose labels settled.
         for name, tick_as_of, until in (("retrain_on_drift", drift_tick, row.day),
-                                        ("retrain_on_performance", performance_tick, _shift(row.day, -LAG))):
+                                        ("retrain_on_performance", performance_tick,
+                                         row.day if SPEC.label_feed else _shift(row.day, -LAG))):
             with dg.build_sensor_context(instance=self.instance, resources=self.resources, definitions=self.defs,
                                          cursor=self.sensor_cursors.get(name)) as context:
                 tick = tick_as_of(context, blob_store, until_day=until)
