@@ -326,24 +326,8 @@ def bootstrap_interval(
     if resamples < 10:
         raise ValueError(f"resamples must be at least 10, got {resamples}")
     normal_quantile(confidence)
-    value = metric(labels, scores)
-    if not _defined(value):
-        raise ValueError("the metric is undefined on these rows (e.g. a single class)")
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(resamples):
-        rows = rng.integers(0, labels.size, labels.size)
-        draw = metric(labels[rows], scores[rows])
-        if _defined(draw):
-            draws.append(draw)
-    if len(draws) < resamples // 2:
-        raise ValueError(f"the metric was undefined on {resamples - len(draws)} of {resamples} resamples")
-    samples = np.asarray(draws, dtype=float)
-    tail = (1.0 - confidence) / 2.0
-    low, high = np.quantile(samples, [tail, 1.0 - tail])
-    return MetricInterval("bootstrap", float(value), float(samples.std(ddof=1)), float(low), float(high),
-                          confidence, int(labels.size), positives)
-
+    return _percentile_interval(labels, scores, positives, metric, resamples, seed, confidence,
+                                lambda rng: rng.integers(0, labels.size, labels.size))
 
 
 def group_bootstrap_interval(
@@ -366,13 +350,22 @@ def group_bootstrap_interval(
     members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
     if len(members) < 2:
         raise ValueError("a group bootstrap needs at least 2 groups")
+    return _percentile_interval(
+        labels, scores, positives, metric, resamples, seed, confidence,
+        lambda rng: np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))]))
+
+
+def _percentile_interval(labels: np.ndarray, scores: np.ndarray, positives: int, metric, resamples: int,
+                         seed: int, confidence: float, draw_rows) -> MetricInterval:
+    """The metric on the rows and its percentile interval over `resamples` row sets from `draw_rows(rng)`
+    (resamples where the metric is undefined, e.g. one class drawn, are left out)."""
     value = metric(labels, scores)
     if not _defined(value):
         raise ValueError("the metric is undefined on these rows (e.g. a single class)")
     rng = np.random.default_rng(seed)
     draws = []
     for _ in range(resamples):
-        rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        rows = draw_rows(rng)
         draw = metric(labels[rows], scores[rows])
         if _defined(draw):
             draws.append(draw)
