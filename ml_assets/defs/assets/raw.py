@@ -83,7 +83,9 @@ def _read_day(store: BlobStore, source: str, day: dt.date,
     """The day's parsed data blobs and every blob listed (bench/ calls it without a listing)."""
     blobs, keys = listed or _list_day(store, source, day)
     arrived = {b.key: b.last_modified for b in blobs}
-    contents = {key: store.get(key) for key in sorted(keys, key=lambda k: (arrived[k], k))}
+    # Oldest first, so the later arrival is named as the copy. Azure's Last-Modified has whole
+    # seconds: on a tie the shorter name comes first, since copies get longer names ("x (1).csv").
+    contents = {key: store.get(key) for key in sorted(keys, key=lambda k: (arrived[k], len(k), k))}
     # A second copy of a file would double the day's rows: refuse it by content, naming both.
     if copies := duplicate_blobs({key: content_digest(data) for key, data in contents.items()}):
         first, copy = copies[0]
