@@ -46,18 +46,25 @@ def stored_versions(instance: dg.DagsterInstance, key: dg.AssetKey, day: str) ->
     return tags.get(DATA_VERSION_TAG), tags.get(CODE_VERSION_TAG)
 
 
-def stored_versions_by_day(instance: dg.DagsterInstance, key: dg.AssetKey,
-                           days: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
-    """stored_versions for many days in two queries (a range run asks for all its days at once)."""
+def latest_materializations(instance: dg.DagsterInstance, key: dg.AssetKey,
+                             days: Iterable[str]) -> dict[str, dg.EventLogRecord]:
+    """Each day's latest materialization record, in two queries whatever the number of days."""
     latest = instance.event_log_storage.get_latest_storage_id_by_partition(
         key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(days))
     if not latest:
         return {}
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)).records
-    tags = {r.storage_id: r.asset_materialization.tags or {} for r in records}
-    return {day: (tags.get(sid, {}).get(DATA_VERSION_TAG), tags.get(sid, {}).get(CODE_VERSION_TAG))
-            for day, sid in latest.items()}
+    by_id = {r.storage_id: r for r in records}
+    return {day: by_id[sid] for day, sid in latest.items() if sid in by_id}
+
+
+def stored_versions_by_day(instance: dg.DagsterInstance, key: dg.AssetKey,
+                           days: Iterable[str]) -> dict[str, tuple[str | None, str | None]]:
+    """stored_versions for many days in two queries (a range run asks for all its days at once)."""
+    tags = {day: record.asset_materialization.tags or {}
+            for day, record in latest_materializations(instance, key, days).items()}
+    return {day: (tag.get(DATA_VERSION_TAG), tag.get(CODE_VERSION_TAG)) for day, tag in tags.items()}
 
 
 def run_days(run: dg.DagsterRun) -> list[str]:

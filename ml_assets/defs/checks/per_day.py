@@ -10,6 +10,8 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import dagster as dg
 
+from ml_assets.defs.raw_state import latest_materializations
+
 
 def range_days(context) -> list[str] | None:
     """The run's days when it is a range of more than one day, else None (the one-day path)."""
@@ -25,17 +27,10 @@ def _targets(instance: dg.DagsterInstance, key: dg.AssetKey, days: Sequence[str]
         AssetCheckEvaluationTargetMaterializationData,
     )
 
-    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
-        key, dg.DagsterEventType.ASSET_MATERIALIZATION, set(days))
-    if not latest:
-        return {}
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, storage_ids=list(latest.values())), limit=len(latest)).records
-    by_id = {r.storage_id: r for r in records}
     return {
         day: AssetCheckEvaluationTargetMaterializationData(
-            storage_id=sid, run_id=by_id[sid].run_id, timestamp=by_id[sid].timestamp)
-        for day, sid in latest.items() if sid in by_id
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp)
+        for day, record in latest_materializations(instance, key, days).items()
     }
 
 
