@@ -32,12 +32,13 @@ import platform
 import re
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _replay import replay_workdir, run_replay  # noqa: E402 - bench/ is the script's folder
 
 RETRAIN = re.compile(r"^retrain \((\w[\w ]*), as of (\S+)\)")
 DAYS_PER_MONTH = 30.44
@@ -99,15 +100,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-orders-"))
-    (workdir / "dagster_home").mkdir()
-    (workdir / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    os.environ.update({
-        "ML_ASSETS_STORE_ROOT": str(workdir / "store"),
-        "ML_ASSETS_CACHE_DIR": str(workdir / "cache"),
-        "ML_ASSETS_OUTBOX_DIR": str(workdir / "outbox"),
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-    })
+    workdir = replay_workdir("bench-orders-")
     from ml_assets.examples.orders import SHIFT_DAY, START
 
     spec_path = _prepare(workdir, args.days, args.baseline_margin)
@@ -116,24 +109,15 @@ def main() -> None:
     select_spec(str(spec_path))
     load_before = os.getloadavg()
     began = time.perf_counter()
-    import dagster as dg
-
-    from ml_assets.definitions import defs
     from ml_assets.defs.dataset import SPEC
     from ml_assets.replay.command import _lander
-    from ml_assets.replay.loop import Replay
     from ml_assets.replay.timeline import summary_line
 
     end = START + dt.timedelta(days=args.days - 1)
     data = workdir / "data"
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    with dg.DagsterInstance.local_temp(str(workdir / "dagster_home")) as instance:
-        replay = Replay(defs, instance, log=log,
-                        lander=_lander([str(data / "orders.csv"), f"outcomes={data / 'outcomes.jsonl'}"], None))
-        rows = replay.run_loop(START, end, args.step_days,
-                               on_row=lambda row: log(f"{row.day} {row.status} {row.drift} | {row.live} | "
-                                                      f"{row.action} | v{row.champion}"))
-        probe = replay.probe_serving() if any(c.deployed_version for c in replay.cycles) else None
+    replay, rows, probe = run_replay(
+        workdir, START, end, args.step_days,
+        lander=_lander([str(data / "orders.csv"), f"outcomes={data / 'outcomes.jsonl'}"], None))
     total = time.perf_counter() - began
     result = {
         "benchmark": "orders",

@@ -18,12 +18,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from _replay import replay_workdir, run_replay  # noqa: E402 - bench/ is the script's folder
 
 TARGET_SECONDS = 150.0
 MATERIALIZE = ("raw", "features_labels", "clusters")
@@ -44,32 +45,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="bench-replay-"))
-    (workdir / "dagster_home").mkdir()
-    (workdir / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    os.environ.update({
-        "ML_ASSETS_STORE_ROOT": str(workdir / "store"),
-        "ML_ASSETS_CACHE_DIR": str(workdir / "cache"),
-        "ML_ASSETS_OUTBOX_DIR": str(workdir / "outbox"),
-        "DAGSTER_DISABLE_TELEMETRY": "1",
-    })
+    workdir = replay_workdir("bench-replay-")
     from ml_assets.defs.resources import select_spec
 
     select_spec("flights")
     load_before = os.getloadavg()
     began = time.perf_counter()
-    import dagster as dg
-
-    from ml_assets.definitions import defs
-    from ml_assets.replay.loop import Replay
-
-    log = lambda message: print(message, file=sys.stderr, flush=True)  # noqa: E731
-    with dg.DagsterInstance.local_temp(str(workdir / "dagster_home")) as instance:
-        replay = Replay(defs, instance, log=log, per_day=args.per_day)
-        rows = replay.run_loop(dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end), args.step_days,
-                               on_row=lambda row: log(f"{row.day} {row.status} {row.drift} | {row.live} | "
-                                                      f"{row.action} | v{row.champion}"))
-        probe = replay.probe_serving() if any(c.deployed_version for c in replay.cycles) else None
+    replay, rows, probe = run_replay(workdir, dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end),
+                                     args.step_days, per_day=args.per_day)
     total = time.perf_counter() - began
     seconds = replay.report.seconds
     stages = {
