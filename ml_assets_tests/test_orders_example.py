@@ -90,6 +90,10 @@ def test_orders_example_from_files_to_a_served_champion(tmp_path):
     assert re.fullmatch(r"v\d+", final_champion), rows[END]
     judged = [day for day, (_, text) in rows.items() if day > deployed[0] and re.search(r"\(\d+%\)", text)]
     assert judged, "no day after the first model has a drift verdict:\n" + out[-6000:]
+    # Live performance through the label feed: a day is judged once its outcomes have landed (settled).
+    live = [day for day, (_, text) in rows.items()
+            if day > deployed[0] and re.search(r"\d\d-\d\d \d\.\d{3} \([+-]\d\.\d{3}\)", text)]
+    assert live, "no live-performance verdict after the first model:\n" + out[-6000:]
 
     # The champion answered over HTTP like batch scoring did.
     probe = next((line for line in lines if line.startswith("serving http")), None)
