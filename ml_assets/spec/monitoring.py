@@ -30,8 +30,28 @@ class DriftSpec(_Strict):
         default_factory=list, description="Features reported but not counted in the drifted share"
     )
     share_threshold: float = Field(
-        0.5, gt=0, le=1, description="A day has drifted when at least this share of the counted features drifted"
+        0.5, gt=0, le=1, description="A day has drifted when at least this share of the counted features drifted "
+                                     "(weighting count) or of the champion's feature importance (weighting importance)"
     )
+    weighting: Literal["count", "importance"] = Field(
+        "count",
+        description="count: every counted feature weighs the same (the share of drifted features, Evidently's "
+                    "drift_share; the default, so existing specs keep their verdicts); importance: each weighs its "
+                    "share of the champion's permutation importance on its holdout days (ROC AUC lost when the "
+                    "feature is shuffled), so a shift in the features the model relies on counts and one in "
+                    "features it ignores barely does (what `ml-assets spec init` writes; ml_assets.ml.drift_rule)",
+    )
+    any_of_top: int = Field(
+        0, ge=0, description="Also flag a day when any of the champion's this many most important counted features "
+                             "drifted (0: off)"
+    )
+    importance_repeats: int = Field(
+        5, ge=1, description="Seeded shuffles per feature behind the permutation importance (weighting importance)"
+    )
+
+    @property
+    def needs_importance(self) -> bool:
+        return self.weighting == "importance" or self.any_of_top > 0
 
 
 class PerformanceSpec(_Strict):

@@ -145,6 +145,9 @@ def test_spec_init_with_a_label_feed_of_epoch_milliseconds(tmp_path, capsys):
     # Outcomes arrive 2-25 days late; the bound is the longest delay in the sample plus 2 days.
     assert 10 <= spec.label_feed.max_delay_days <= 30
     assert "is_gift" in spec.features.categorical and "returned" not in spec.features.names
+    # Drift weighted by the champion's importance, scored on enough trailing days for 400 rows on a quiet day.
+    drift = spec.monitoring.drift
+    assert drift.weighting == "importance" and drift.current_days == -(-400 // (2 * spec.quality.min_rows))
 
 
 def test_without_an_id_the_key_is_the_timestamp_with_an_entity_and_empty_labels_are_excluded(tmp_path, capsys):

@@ -40,6 +40,10 @@ def drift_plot_blob(day: str) -> str:
     return f"artifacts/drift/{MODEL_NAME}/{day}.png"
 
 
+def importance_blob(champion_version: int) -> str:
+    return f"artifacts/importance/{MODEL_NAME}/v{champion_version}.json"
+
+
 def _png_md(name: str, png: bytes) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"![{name}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
@@ -72,11 +76,53 @@ def reference_stats(context: dg.AssetExecutionContext, blob_store: BlobStoreReso
         size = len(ref.bin_fractions) if numeric else len(ref.frequencies)
         rows.append(f"| {name} | {'numeric' if numeric else 'categorical'} | {size} | {ref.null_rate:.1%} | {ref.n} |")
     context.log.info(f"reference of champion v{version}: {'reused' if reused else 'computed'} ({key})")
-    return dg.MaterializeResult(metadata={
+    metadata = {
         "champion_version": version, "reused": reused, "reference_blob": key,
         "window": f"{reference.window[0]}..{reference.window[-1]} ({len(reference.window)} days)",
         "features": dg.MetadataValue.md("\n".join(rows)),
-    })
+    }
+    if DRIFT.needs_importance:
+        importance = _champion_importance(blob_store, version, manifest)
+        ranked = sorted(importance["importance"].items(), key=lambda kv: -kv[1])
+        metadata["importance"] = dg.MetadataValue.md("\n".join(
+            ["| feature | ROC AUC lost when shuffled |", "|---|---|"] + [f"| {n} | {v:.4f} |" for n, v in ranked]
+            + ([f"\n{importance['note']}"] if importance["note"] else [])))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _champion_importance(blob_store: BlobStoreResource, version: int, manifest: dict) -> dict:
+    """The champion's permutation importance on its labelled holdout days, computed once per champion."""
+    from ml_assets.defs.assets.champion import champion_model
+    from ml_assets.ml.importance import permutation_importance
+    from ml_assets.ml.raw import PARTITION_COLUMN
+
+    key = importance_blob(version)
+    try:
+        return blob_store.get_json(key)
+    except BlobNotFoundError:
+        pass
+    days = (manifest.get("data_window") or {}).get("holdout_days") or []
+    datasets = blob_store.datasets()
+    days = [day for day in days if datasets.current("labels", day) is not None]
+    names = SPEC.features.names
+    note, importance = "", {name: 0.0 for name in names}
+    if not days:
+        note = "no labelled holdout day: every feature weighs the same"
+    else:
+        keys = [*SPEC.key_columns, PARTITION_COLUMN]
+        frame = datasets.read_frame("features", days).merge(
+            datasets.read_frame("labels", days, columns=[*keys, SPEC.label.name]), on=keys, how="inner")
+        frame = frame[frame[SPEC.label.name].notna()].reset_index(drop=True)
+        y = frame[SPEC.label.name].to_numpy().astype("int8")
+        if len(set(y.tolist())) < 2:
+            note = f"the {len(frame)} labelled holdout rows have one class: every feature weighs the same"
+        else:
+            model = champion_model(blob_store, version, manifest)
+            importance = permutation_importance(model.predict_proba, frame, y, names,
+                                                repeats=DRIFT.importance_repeats)
+    stored = {"champion_version": version, "days": days, "metric": "roc_auc", "importance": importance, "note": note}
+    blob_store.put_json(key, stored)
+    return stored
 
 
 @dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, deps=[features, reference_stats],
@@ -89,8 +135,9 @@ def feature_drift(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
 
 def _drift_day(blob_store: BlobStoreResource, day: str) -> dict:
     from ml_assets.ml.drift import DriftThresholds, ReferenceStats, drift, plot_drift
+    from ml_assets.ml.drift_rule import judge
 
-    version, _ = champion_or_fail(blob_store)
+    version, manifest = champion_or_fail(blob_store)
     try:
         reference = ReferenceStats.from_json(blob_store.blob_store().get(reference_blob(version)).decode())
     except BlobNotFoundError:
@@ -106,17 +153,20 @@ def _drift_day(blob_store: BlobStoreResource, day: str) -> dict:
     thresholds = DriftThresholds(psi=DRIFT.psi, wasserstein=DRIFT.wasserstein, js_distance=DRIFT.js_distance,
                                  numeric_rule=DRIFT.numeric_rule, min_count=DRIFT.min_count)
     report = drift(reference, current, thresholds, exclude_from_share=DRIFT.exclude_from_share)
-    drifted = report.drifted_share >= DRIFT.share_threshold
-    summary = (f"{len(report.drifted_features)}/{len(report.counted_features)} features drifted "
-               f"({report.drifted_share:.0%} {'>=' if drifted else '<'} {DRIFT.share_threshold:.0%})")
+    importance = _champion_importance(blob_store, version, manifest)["importance"] if DRIFT.needs_importance else None
+    verdict = judge(report, share_threshold=DRIFT.share_threshold, weighting=DRIFT.weighting,
+                    importance=importance, any_of_top=DRIFT.any_of_top)
+    drifted, summary = verdict.drifted, verdict.summary
     plot = plot_drift(report)
     blob_store.blob_store().put(drift_plot_blob(day), plot)
     blob_store.put_json(drift_blob(day), {
         "day": day, "window": window, "reference_version": version, "drifted": drifted, "summary": summary,
-        "share_threshold": DRIFT.share_threshold, "report": report.as_dict(), "table": report.table_markdown(),
+        "share_threshold": DRIFT.share_threshold, "weighting": DRIFT.weighting, "weights": verdict.weights,
+        "report": report.as_dict(), "table": report.table_markdown(),
     })
+    # drifted_share is the share the rule compared (of features, or of the champion's importance).
     return {
-        "drifted_share": report.drifted_share, "drifted": drifted, "summary": summary,
+        "drifted_share": verdict.share, "feature_share": report.drifted_share, "drifted": drifted, "summary": summary,
         "drifted_features": dg.MetadataValue.json(report.drifted_features),
         "reference_version": version, "current_rows": report.n_current,
         "window": f"{window[0]}..{window[-1]} ({len(window)} days)",
