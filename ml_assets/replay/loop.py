@@ -314,19 +314,18 @@ class Replay:
         self.report.add_seconds("monitoring", began)
 
     def _feed_settled(self, champion: int, days: list[str]) -> list[str]:
-        """With a label feed: the passed days within the feed's reach of the batch whose labels settled
-        since this champion last judged them (a day settles when enough of its outcomes landed)."""
-        from ml_assets.ml.labels import settled_days
+        """With a label feed: the passed days within the feed's reach of the batch whose own labels settled
+        and whose trailing window (the labels of its settled days) changed since this champion last judged
+        it: a late label on day X re-judges every window holding X, not only X's (as the daemon does)."""
+        from ml_assets.defs.assets.performance import window_keys
 
-        datasets = self.resources["blob_store"].datasets()
         reach = [d.isoformat() for d in days_between(dt.date.fromisoformat(_shift(days[0], -SPEC.label_feed.max_delay_days)),
                                                      dt.date.fromisoformat(days[-1]))]
         passed = [d for d in reach if self.day_status(d)[0] == "passed"]
         fresh = []
-        for day in settled_days(SPEC, datasets, passed):
-            labels = datasets.current("labels", day)
-            if labels is not None and self._live_judged.get(day) != (champion, labels.version):
-                self._live_judged[day] = (champion, labels.version)
+        for day, window in window_keys(self.resources["blob_store"], passed).items():
+            if self._live_judged.get(day) != (champion, window):
+                self._live_judged[day] = (champion, window)
                 fresh.append(day)
         return fresh
 

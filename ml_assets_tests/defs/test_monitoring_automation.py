@@ -3,9 +3,12 @@
 import dagster as dg
 
 from ml_assets.defs.assets.monitoring import feature_drift, live_performance
+from ml_assets.defs.assets.performance import judge_condition, labels_read
 from ml_assets.defs.automation import on_upstream_day_changed
+from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.resources.blob_store import BlobStoreResource
+from ml_assets.spec.labels import LabelFeedSpec
 
 CHECKED = dg.AssetCheckSpec("stand_in_check", asset="features", blocking=True)
 
@@ -110,3 +113,67 @@ def test_a_day_is_judged_after_its_settling_labels_land_not_in_the_same_tick(ins
     assert dg.materialize([automated_labels_stand_in], instance=instance, partition_key="2013-01-03").success
     later, _ = tick(cursor)
     assert "2013-01-02" in later["live_performance"]
+
+
+# With a label feed (built by the same functions the asset uses; the code location's spec has none).
+FEED = LabelFeedSpec(source="outcomes", max_delay_days=5)
+WINDOW = SPEC.monitoring.performance.model_copy(update={"window_days": 7})
+
+
+@dg.asset(name="live_performance", partitions_def=daily_partitions,
+          deps=["features", dg.AssetDep("labels", partition_mapping=labels_read(FEED, WINDOW)), "deployed_model"],
+          automation_condition=judge_condition(FEED))
+def feed_live_performance_stand_in():
+    return None
+
+
+def report(instance, key: str, *days: str) -> None:
+    """A materialization of each day recorded straight in the instance (as a run would, without one)."""
+    for day in days:
+        instance.report_runless_asset_event(dg.AssetMaterialization(asset_key=key, partition=day))
+
+
+def test_with_a_label_feed_a_late_label_requests_every_window_holding_its_day(instance):
+    """A new labels version of day X requests live_performance of X..X+6 (the windows holding X) whose
+    features exist, nothing else; a day without data inside a window does not hold the window back."""
+    defs = dg.Definitions(assets=[features_stand_in, labels_stand_in, deployed_model_stand_in,
+                                  feed_live_performance_stand_in])
+    selection = dg.AssetSelection.assets(feed_live_performance_stand_in)
+
+    def tick(cursor):
+        result = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=selection,
+                                                   cursor=cursor)
+        return requested(result).get("live_performance", []), result.cursor
+
+    days = [f"2013-02-{d:02d}" for d in range(1, 11) if d != 9]  # 02-09: no data at all
+    report(instance, "deployed_model", None)
+    report(instance, "features", *days)
+    report(instance, "labels", *days)
+    _, cursor = tick(None)
+    quiet, cursor = tick(cursor)
+    assert quiet == []  # nothing changed since the first tick
+
+    # Late outcomes change the labels of 02-05: the windows 02-05..02-11 hold it; 02-09 and 02-11 have no features.
+    report(instance, "labels", "2013-02-05")
+    late, cursor = tick(cursor)
+    assert late == ["2013-02-05", "2013-02-06", "2013-02-07", "2013-02-08", "2013-02-10"]
+    again, cursor = tick(cursor)
+    assert again == []  # handled
+
+    # A day whose window has a gap (02-09) is judged when its own data lands.
+    report(instance, "features", "2013-02-11")
+    report(instance, "labels", "2013-02-11")
+    new_day, cursor = tick(cursor)
+    assert new_day == ["2013-02-11"]
+    report(instance, "live_performance", "2013-02-11")  # the run the daemon launched
+    judged, cursor = tick(cursor)
+    assert judged == []
+
+    # The labels of the last stored day: its own window only (the later windows have no features yet).
+    report(instance, "labels", "2013-02-11")
+    last, cursor = tick(cursor)
+    assert last == ["2013-02-11"]
+    # A new champion alone re-judges nothing.
+    report(instance, "deployed_model", None)
+    champion, _ = tick(cursor)
+    assert champion == []

@@ -141,3 +141,62 @@ def test_with_a_label_feed_a_day_is_judged_once_its_coverage_is_reached_and_reju
     # The same labels again (a feed range run re-materializes unchanged days): not judged twice.
     again = run([live_performance], store, instance, partition_key=day)
     assert again.success and not again.get_asset_materialization_events()
+
+
+@pytest.mark.integration
+def test_with_a_label_feed_a_late_label_re_judges_every_window_holding_its_day(champion_store, tmp_path, instance,
+                                                                                monkeypatch):
+    """Late outcomes invert the labels of 01-24 and 01-25 (known answer: the champion is wrong on them).
+    Every settled window holding either is re-judged and flips to flagged; the windows before them and the
+    day whose own labels are still filling up are not; the sensor counts the new verdicts (newest wins)."""
+    from ml_assets.defs.assets import performance
+
+    store, version = champion_store
+    monkeypatch.setattr(performance, "FEED", LabelFeedSpec(source="outcomes", min_coverage=0.9))
+    datasets = store.datasets()
+    filling = WEEK[-1]  # 01-28: half of its outcomes so far
+    for i, day in enumerate(WEEK):
+        publish_day(store, tmp_path, day, seed=950 + i)
+        outcomes = 200 if day == filling else 400
+        write_label_stats(datasets, DayLabelStats(day, examples=400, outcomes=outcomes, labelled=outcomes,
+                                                  feed_days=[day]))
+    before_keys = performance.window_keys(store, WEEK)
+    assert sorted(before_keys) == WEEK[:-1]  # the day still filling up is not judged
+
+    assert run([live_performance], store, instance, tags=RANGE).success
+    first = day_reports(instance, live_performance)
+    assert sorted(first) == WEEK[:-1] and not any(m["flagged"] for m in first.values())
+    with dg.build_sensor_context(instance=instance, resources={"blob_store": store}) as context:
+        calm = retrain_on_performance_sensor(context)
+    assert not calm.run_requests
+
+    # The late outcomes: new labels versions of 01-24 and 01-25 (same rows, the opposite outcomes).
+    late = ["2013-01-24", "2013-01-25"]
+    for day in late:
+        publish_day(store, tmp_path / "late", day, seed=950 + WEEK.index(day), tables=["labels"], flip_labels=True)
+        write_label_stats(datasets, DayLabelStats(day, examples=400, outcomes=400, labelled=400, feed_days=[day]))
+    after_keys = performance.window_keys(store, WEEK)
+    changed = sorted(d for d in after_keys if after_keys[d] != before_keys[d])
+    assert changed == ["2013-01-24", "2013-01-25", "2013-01-26", "2013-01-27"]  # what the replay re-runs
+
+    # Asked for the whole week (as a feed range run asks), the asset re-judges exactly those windows.
+    records_before = {d: len(instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=live_performance.key, asset_partitions=[d]), limit=10).records) for d in WEEK}
+    assert run([live_performance], store, instance, tags=RANGE).success
+    records_after = {d: len(instance.fetch_materializations(dg.AssetRecordsFilter(
+        asset_key=live_performance.key, asset_partitions=[d]), limit=10).records) for d in WEEK}
+    assert sorted(d for d in WEEK if records_after[d] > records_before[d]) == changed
+    second = day_reports(instance, live_performance)
+    for day in WEEK[:2]:
+        assert second[day] == first[day]  # windows before the late days: the earlier verdict stands
+    for day in changed:
+        assert second[day]["flagged"] and not first[day]["flagged"], second[day]["summary"]
+        assert second[day]["window_labels"] == after_keys[day] and second[day]["champion_version"] == version
+    assert filling not in second
+
+    # The performance sensor reads the re-judged days' newest verdicts: three flagged days in a row.
+    with dg.build_sensor_context(instance=instance, resources={"blob_store": store}, cursor=calm.cursor) as context:
+        fired = retrain_on_performance_sensor(context)
+    (request,) = fired.run_requests
+    assert request.tags[TRIGGER_TAG] == "performance"
+    assert request.tags[retraining.TRIGGER_DAYS_TAG].split(",")[-3:] == changed[-3:]

@@ -2,6 +2,7 @@
 and estimated from its probabilities alone (CBPE) as soon as a day's features land."""
 
 import datetime as dt
+import hashlib
 
 import dagster as dg
 
@@ -17,7 +18,7 @@ from ml_assets.defs.assets.deployment import deployed_model
 from ml_assets.defs.assets.features import features
 from ml_assets.defs.assets.labels import labels
 from ml_assets.defs.assets.training import MODEL_NAME
-from ml_assets.defs.automation import on_day_changed_ignoring
+from ml_assets.defs.automation import no_failed_blocking_check_upstream, on_day_changed_ignoring
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import STORE_RETRY, permanent_failure
 from ml_assets.defs.partitions import daily_partitions
@@ -71,15 +72,62 @@ def _stored_estimate(blob_store: BlobStoreResource, day: str, version: int) -> d
     return stored if stored.get("champion_version") == version else None
 
 
-def _judged_before(context: dg.AssetExecutionContext, day: str, version: int, labels_version: str | None) -> bool:
-    """Whether the day's latest judgement was by this champion on this version of its labels."""
+def judged_window(datasets, day: str, as_of: str | None, states: dict | None = None) -> list[tuple[str, float | None, str]]:
+    """The days judged together with `day`, oldest first, as (day, label coverage, labels version): the
+    window_days ending at `day` whose features exist and whose labels are ready (label_state), less - for a
+    day after the champion's as_of - the days it trained or was held out on (they say nothing about it live).
+    ``states``: label_state per day, filled as read (one read per day over many windows)."""
+    states = {} if states is None else states
+    inside = bool(as_of and day <= as_of)
+    window = []
+    for back in reversed(range(PERFORMANCE.window_days)):
+        d = _day(day, -back)
+        if d != day and (not inside and as_of and d <= as_of):
+            continue
+        if datasets.current("features", d) is None:
+            continue
+        if d not in states:
+            states[d] = label_state(datasets, d)
+        ready, coverage, version, _ = states[d]
+        if ready:
+            window.append((d, coverage, version))
+    return window
+
+
+def window_fingerprint(datasets, window: list[tuple[str, float | None, str]]) -> str:
+    """Digest of what a window's judgement reads: each day's features and labels versions. A late label
+    that changes (or settles) any day of the window changes it, so every window holding that day is re-judged."""
+    parts = [f"{d}:{datasets.current('features', d).version}:{version}" for d, _, version in window]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def window_keys(blob_store: BlobStoreResource, days: list[str]) -> dict[str, str]:
+    """Of `days`, those the champion can be judged on now (features stored, labels ready), each with the
+    fingerprint of its window: the replay re-runs a day when it changed, as the asset re-judges only then."""
+    datasets = blob_store.datasets()
+    _version, manifest = champion_or_fail(blob_store)
+    as_of = champion_as_of(manifest)
+    states: dict = {}
+    keys = {}
+    for day in days:
+        if datasets.current("features", day) is None:
+            continue
+        if day not in states:
+            states[day] = label_state(datasets, day)
+        if states[day][0]:
+            keys[day] = window_fingerprint(datasets, judged_window(datasets, day, as_of, states))
+    return keys
+
+
+def _judged_before(context: dg.AssetExecutionContext, day: str, version: int, fingerprint: str) -> bool:
+    """Whether the day's latest judgement was by this champion on this window (the same days, same versions)."""
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[day]), limit=1).records
     if not records:
         return False
     stored = records[0].asset_materialization.metadata
     return (stored.get("champion_version") is not None and stored["champion_version"].value == version
-            and stored.get("labels_version") is not None and stored["labels_version"].value == labels_version)
+            and stored.get("window_labels") is not None and stored["window_labels"].value == fingerprint)
 
 
 def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, day: str) -> dict | None:
@@ -94,25 +142,19 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
         # Not a failure: automation may ask before the labels settle; their landing asks again.
         context.log.info(f"{day} not judged yet: {why}")
         return None
+    if datasets.current("features", day) is None:
+        raise permanent_failure(f"features has no data for {day}")
     version, manifest = champion_or_fail(blob_store)
-    if FEED is not None and _judged_before(context, day, version, labels_version):
-        # A late feed day re-materializes every day it reaches as one range run, changed or not.
-        context.log.info(f"{day} not re-judged: champion v{version} already judged labels version {labels_version}")
-        return None
     as_of = champion_as_of(manifest)
     inside = bool(as_of and day <= as_of)
+    judged = judged_window(datasets, day, as_of, {day: (ready, coverage, labels_version, why)})
+    fingerprint = window_fingerprint(datasets, judged)
+    if FEED is not None and _judged_before(context, day, version, fingerprint):
+        # A feed day re-materializes every labels day it reaches, changed or not: only a changed window is re-judged.
+        context.log.info(f"{day} not re-judged: champion v{version} already judged this window ({fingerprint})")
+        return None
     window, per_day_rows, ys, ps = [], [], [], []
-    for back in reversed(range(PERFORMANCE.window_days)):
-        d = _day(day, -back)
-        if d != day and (not inside and as_of and d <= as_of):
-            continue  # days the champion trained or was held out on say nothing about it live
-        d_ready, d_coverage, d_version, _ = (ready, coverage, labels_version, "") if d == day else label_state(datasets, d)
-        if datasets.current("features", d) is None:
-            if d == day:
-                raise permanent_failure(f"features has no data for {day}")
-            continue
-        if not d_ready:
-            continue
+    for d, d_coverage, d_version in judged:
         y, p = day_labelled_scores(blob_store, version, manifest, d, d_version)
         window.append(d)
         ys.append(y)
@@ -143,28 +185,47 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
         "summary": result.summary, "in_champion_window": inside,
         "window": f"{window[0]}..{window[-1]} ({len(window)} days)", "window_days": dg.MetadataValue.json(window),
         "day_rows": today["rows"], "day_value": today["value"] if today["value"] is not None else na,
-        "labels_version": labels_version or na, "label_coverage": coverage if coverage is not None else na,
+        "labels_version": labels_version or na, "window_labels": fingerprint, "label_coverage": coverage if coverage is not None else na,
         "estimate": today["estimate"] if today["estimate"] is not None else na,
         "performance_table": dg.MetadataValue.md(window_table(result, per_day_rows)),
     }
 
 
-labels_settled = dg.TimeWindowPartitionMapping(
-    start_offset=0, end_offset=0 if FEED is not None else PERFORMANCE.label_lag_days,
-    allow_nonexistent_upstream_partitions=True)
+def labels_read(feed, performance) -> dg.TimeWindowPartitionMapping:
+    """The labels days live_performance of day D depends on. With a label feed, its whole trailing window
+    D-(window_days-1)..D: Dagster maps a new labels version of day X down to every window holding X
+    (X..X+window_days-1), so a late label re-judges each of them, not only X. Without one (the lag is
+    simulated, labels never land late): D..D+label_lag_days, so D waits for the labels that settle it."""
+    if feed is not None:
+        return dg.TimeWindowPartitionMapping(start_offset=1 - performance.window_days, end_offset=0,
+                                             allow_nonexistent_upstream_partitions=True)
+    return dg.TimeWindowPartitionMapping(start_offset=0, end_offset=performance.label_lag_days,
+                                         allow_nonexistent_upstream_partitions=True)
 
 
-# The day's run must not race the run of the later labels it waits for: requested in the same tick,
-# they would be two runs (two partitions), and a day run first is not judged and not asked again.
-judge_when_labels_settled = (
-    on_day_changed_ignoring(deployed_model)
-    & ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
-).with_label("the day's data and its settling labels landed, and no dependency is being requested")
+def judge_condition(feed) -> dg.AutomationCondition:
+    """When live_performance of a day is requested. Both ways, the day's run must not race the run of labels
+    it reads: requested in the same tick they would be two runs, and the day would be judged on the old labels."""
+    not_racing = ~dg.AutomationCondition.any_deps_match(dg.AutomationCondition.will_be_requested())
+    if feed is None:
+        return (on_day_changed_ignoring(deployed_model) & not_racing).with_label(
+            "the day's data and its settling labels landed, and no dependency is being requested")
+    # A window's other days may have no labels (a day without data, a day held back): only the day's own
+    # features must exist. Whether its own labels reached their coverage is read from the store by the
+    # asset (Dagster cannot see it): a day still filling up records nothing, and its settling asks again.
+    return (
+        dg.AutomationCondition.any_deps_updated().ignore(dg.AssetSelection.assets(deployed_model)).since_last_handled()
+        & ~dg.AutomationCondition.any_deps_missing().allow(dg.AssetSelection.assets(features))
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+        & no_failed_blocking_check_upstream
+        & not_racing
+    ).with_label("the labels of a day of its window or the day's features changed, and nothing it reads is being requested")
 
 
 @dg.asset(group_name=MONITORING_GROUP, partitions_def=daily_partitions, kinds={"python"}, code_version="2",
-          deps=[features, dg.AssetDep(labels, partition_mapping=labels_settled), deployed_model],
-          automation_condition=judge_when_labels_settled, retry_policy=STORE_RETRY, output_required=False)
+          deps=[features, dg.AssetDep(labels, partition_mapping=labels_read(FEED, PERFORMANCE)), deployed_model],
+          automation_condition=judge_condition(FEED), retry_policy=STORE_RETRY, output_required=False)
 def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource):
     """The champion's metric over the trailing window of labelled days, with its interval, against its holdout value."""
     yield from per_day(context, lambda day: _judge_window(context, blob_store, day))
