@@ -4,12 +4,14 @@ Every step is the installed `ml-assets` CLI in its own process, on a throw-away 
 instance: generate the files, `spec init` from them, `land --from` both files, then `replay` the
 first ten weeks, two weeks at a time (fewer runs than a week at a time: the suite's wall time), long
 enough for the first model (35 labelled days whose outcomes, arriving up to 23 days late, have
-settled) and a few weeks of monitoring with it. No package code knows this data set: a failure here is a path
+settled) and a few weeks of monitoring with it (stable data, before the example's shift on 2024-05-15:
+the drift rule spec init writes, weighted by the champion's feature importance, must not retrain). No package code knows this data set: a failure here is a path
 that still assumes the bundled flights example.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -57,6 +59,7 @@ def test_orders_example_from_files_to_a_served_champion(tmp_path):
     assert spec["key_columns"] == ["order_id"]
     assert spec["label_feed"]["source"] == "outcomes"
     assert spec["sources"]["outcomes"]["timestamp_format"] == "epoch_ms"
+    assert spec["monitoring"]["drift"]["weighting"] == "importance"
 
     landed = _run([CLI, "land", "--spec", "orders.yaml", "--from", "data/orders.csv"], env, tmp_path)
     assert f"-> {GENERATED_DAYS} day blob(s)" in landed, landed
@@ -90,6 +93,13 @@ def test_orders_example_from_files_to_a_served_champion(tmp_path):
     assert re.fullmatch(r"v\d+", final_champion), rows[END]
     judged = [day for day, (_, text) in rows.items() if day > deployed[0] and re.search(r"\(\d+%\)", text)]
     assert judged, "no day after the first model has a drift verdict:\n" + out[-6000:]
+    # The drift verdicts weigh features by the champion's permutation importance (stored once per champion);
+    # on these stable weeks none of them asks for a retrain.
+    stored = sorted((tmp_path / "store").rglob("artifacts/importance/orders/v*.json"))
+    assert stored, "no stored feature importance of the champion"
+    importance = json.loads(stored[0].read_text())
+    assert importance["note"] == "" and max(importance["importance"].values()) > 0, importance
+    assert not [day for day, (_, text) in rows.items() if "retrain (drift" in text], out[-6000:]
     # Live performance through the label feed: a day is judged once its outcomes have landed (settled).
     live = [day for day, (_, text) in rows.items()
             if day > deployed[0] and re.search(r"\d\d-\d\d \d\.\d{3} \([+-]\d\.\d{3}\)", text)]

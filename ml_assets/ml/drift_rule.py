@@ -61,8 +61,8 @@ def judge(report: DriftReport, *, share_threshold: float, weighting: Weighting =
         ranked = sorted(counted, key=lambda name: (-importance.get(name, 0.0), name))[:any_of_top]
         top = [name for name in ranked if name in drifted]
     flagged = share >= share_threshold or bool(top)
-    what = "of importance" if weighting == "importance" else "of features"
-    summary = (f"{len(drifted)}/{len(counted)} features drifted ({share:.0%} {what} "
+    what = " of importance" if weighting == "importance" else ""  # count: the wording reports always had
+    summary = (f"{len(drifted)}/{len(counted)} features drifted ({share:.0%}{what} "
                f"{'>=' if share >= share_threshold else '<'} {share_threshold:.0%})")
     if any_of_top:
         summary += f"; top {any_of_top} by importance: " + (", ".join(top) + " drifted" if top else "none drifted")

@@ -105,3 +105,9 @@ def test_permutation_importance_finds_the_features_a_known_model_uses():
         permutation_importance(predict, frame, np.zeros(4000), ["strong"])
     with pytest.raises(KeyError, match="missing_column"):
         permutation_importance(predict, frame, y, ["missing_column"])
+
+
+def test_count_weighting_words_its_verdict_as_before(reference):
+    # Specs on the default rule (flights) keep the exact summary their timelines and emails show.
+    verdict = judge(_report(reference, ("x0", "x1", "x2", "x3")), share_threshold=0.4)
+    assert verdict.drifted and verdict.summary == "4/10 features drifted (40% >= 40%)"
