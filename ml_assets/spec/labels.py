@@ -32,7 +32,8 @@ class LabelFeedSpec(Strict):
     min_coverage: float = Field(
         DEFAULT_MIN_COVERAGE, gt=0.0, le=1.0,
         description="Share of a day's examples whose outcome landed before the day counts as settled "
-        "(training and live performance skip days still filling up: early outcomes are a biased sample)",
+        "(training and live performance skip days still filling up: early outcomes are a biased sample); "
+        "a day's later labels re-judge every live-performance window holding it",
     )
 
 

@@ -1,5 +1,8 @@
 """Live performance of the champion: realised over a trailing window of labelled days (with its interval),
-and estimated from its probabilities alone (CBPE) as soon as a day's features land."""
+and estimated from its probabilities alone (CBPE) as soon as a day's features land.
+
+With a label feed a day is judged once its own labels reach their coverage, and every window holding a
+day whose labels change later (late outcomes) or settle is judged again: the newest verdict of a day wins."""
 
 import datetime as dt
 import hashlib
@@ -72,11 +75,12 @@ def _stored_estimate(blob_store: BlobStoreResource, day: str, version: int) -> d
     return stored if stored.get("champion_version") == version else None
 
 
-def judged_window(datasets, day: str, as_of: str | None, states: dict | None = None) -> list[tuple[str, float | None, str]]:
-    """The days judged together with `day`, oldest first, as (day, label coverage, labels version): the
-    window_days ending at `day` whose features exist and whose labels are ready (label_state), less - for a
-    day after the champion's as_of - the days it trained or was held out on (they say nothing about it live).
-    ``states``: label_state per day, filled as read (one read per day over many windows)."""
+def judged_window(datasets, day: str, as_of: str | None,
+                  states: dict | None = None) -> list[tuple[str, float | None, str, str]]:
+    """The days judged together with `day`, oldest first, as (day, label coverage, labels version, features
+    version): the window_days ending at `day` whose features exist and whose labels are ready (label_state),
+    less - for a day after the champion's as_of - the days it trained or was held out on (they say nothing
+    about it live). ``states``: label_state per day, filled as read (one read per day over many windows)."""
     states = {} if states is None else states
     inside = bool(as_of and day <= as_of)
     window = []
@@ -84,20 +88,21 @@ def judged_window(datasets, day: str, as_of: str | None, states: dict | None = N
         d = _day(day, -back)
         if d != day and (not inside and as_of and d <= as_of):
             continue
-        if datasets.current("features", d) is None:
+        features_version = datasets.current("features", d)
+        if features_version is None:
             continue
         if d not in states:
             states[d] = label_state(datasets, d)
         ready, coverage, version, _ = states[d]
         if ready:
-            window.append((d, coverage, version))
+            window.append((d, coverage, version, features_version.version))
     return window
 
 
-def window_fingerprint(datasets, window: list[tuple[str, float | None, str]]) -> str:
+def window_fingerprint(window: list[tuple[str, float | None, str, str]]) -> str:
     """Digest of what a window's judgement reads: each day's features and labels versions. A late label
     that changes (or settles) any day of the window changes it, so every window holding that day is re-judged."""
-    parts = [f"{d}:{datasets.current('features', d).version}:{version}" for d, _, version in window]
+    parts = [f"{d}:{features}:{labels}" for d, _, labels, features in window]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -115,7 +120,7 @@ def window_keys(blob_store: BlobStoreResource, days: list[str]) -> dict[str, str
         if day not in states:
             states[day] = label_state(datasets, day)
         if states[day][0]:
-            keys[day] = window_fingerprint(datasets, judged_window(datasets, day, as_of, states))
+            keys[day] = window_fingerprint(judged_window(datasets, day, as_of, states))
     return keys
 
 
@@ -148,13 +153,13 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
     as_of = champion_as_of(manifest)
     inside = bool(as_of and day <= as_of)
     judged = judged_window(datasets, day, as_of, {day: (ready, coverage, labels_version, why)})
-    fingerprint = window_fingerprint(datasets, judged)
+    fingerprint = window_fingerprint(judged)
     if FEED is not None and _judged_before(context, day, version, fingerprint):
         # A feed day re-materializes every labels day it reaches, changed or not: only a changed window is re-judged.
         context.log.info(f"{day} not re-judged: champion v{version} already judged this window ({fingerprint})")
         return None
     window, per_day_rows, ys, ps = [], [], [], []
-    for d, d_coverage, d_version in judged:
+    for d, d_coverage, d_version, _features in judged:
         y, p = day_labelled_scores(blob_store, version, manifest, d, d_version)
         window.append(d)
         ys.append(y)
