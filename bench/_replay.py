@@ -6,6 +6,7 @@ import datetime as dt
 import os
 import sys
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 
@@ -27,14 +28,19 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def run_replay(workdir: Path, start: dt.date, end: dt.date, step_days: int, **replay_options):
-    """(replay, timeline rows, serving probe or None): the loop over [start, end] on the active spec."""
+def run_replay(workdir: Path, start: dt.date, end: dt.date, step_days: int, default_storage: bool = False,
+               **replay_options):
+    """(replay, timeline rows, serving probe or None): the loop over [start, end] on the active spec
+    (`default_storage`: Dagster's own SQLite classes instead of the tuned ones the replay command uses)."""
     import dagster as dg
 
     from ml_assets.definitions import defs
+    from ml_assets.defs.instance_storage import tuned
     from ml_assets.replay.loop import Replay
 
-    with dg.DagsterInstance.local_temp(str(workdir / "dagster_home")) as instance:
+    # As `ml-assets replay` does: the SQLite storage through the tuned subclass (same files).
+    with (dg.DagsterInstance.local_temp(str(workdir / "dagster_home")) as home,
+          nullcontext(home) if default_storage else tuned(home) as instance):
         replay = Replay(defs, instance, log=log, **replay_options)
         rows = replay.run_loop(start, end, step_days,
                                on_row=lambda row: log(f"{row.day} {row.status} {row.drift} | {row.live} | "

@@ -42,6 +42,8 @@ def main() -> None:
     parser.add_argument("--step-days", type=int, default=7)
     parser.add_argument("--per-day", action="store_true",
                         help="raw and monitoring as one run per day (the path before range runs), for comparison")
+    parser.add_argument("--default-storage", action="store_true",
+                        help="Dagster's own SQLite storage classes (before the tuned storage), for comparison")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
 
@@ -52,7 +54,8 @@ def main() -> None:
     load_before = os.getloadavg()
     began = time.perf_counter()
     replay, rows, probe = run_replay(workdir, dt.date.fromisoformat(args.start), dt.date.fromisoformat(args.end),
-                                     args.step_days, per_day=args.per_day)
+                                     args.step_days, per_day=args.per_day,
+                                     default_storage=args.default_storage)
     total = time.perf_counter() - began
     seconds = replay.report.seconds
     stages = {
@@ -67,6 +70,7 @@ def main() -> None:
     text = json.dumps({
         "benchmark": "replay",
         "mode": "per-day raw and monitoring runs" if args.per_day else "range runs",
+        "dagster_storage": "Dagster's SqliteStorage" if args.default_storage else "TunedSqliteStorage",
         "command": f"ml-assets replay --spec flights --start {args.start} --end {args.end} --step-days {args.step_days}",
         "commit": _commit(),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

@@ -107,12 +107,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
     select_spec(args.spec or spec_name())
     from ml_assets.definitions import defs
     from ml_assets.defs.dataset import SPEC
+    from ml_assets.defs.instance_storage import tuned
     from ml_assets.landing import LandingError
     from ml_assets.replay.loop import Replay, ReplayError
     from ml_assets.replay.timeline import summary_line
 
     started = time.perf_counter()
-    with dg.DagsterInstance.get() as instance:
+    # Dagster's default SQLite storage waits for fsync on every event: the replay writes through the
+    # tuned subclass (same files, read by the UI and daemon as usual).
+    with dg.DagsterInstance.get() as home, tuned(home) as instance:
         try:
             replay = Replay(defs, instance, log=lambda message: None,
                             lander=_lander(args.from_paths, args.source) if args.from_paths else None)

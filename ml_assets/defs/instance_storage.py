@@ -1,0 +1,249 @@
+"""Dagster's SQLite instance storage with commits that do not wait for the disk.
+
+Dagster's SQLite storages open a connection for each statement batch and close it after: in WAL
+mode every commit then restarts the WAL (a synced header) and every close of the last connection
+checkpoints it into the database (two more fsyncs), 5-12 ms per batch on this project's machines
+whatever ``synchronous`` says. A run writes each event in the run's own database and mirrors its
+asset and check events in the index database, so a daily range run of a few assets spent most of
+its Dagster time waiting for the disk. These subclasses keep Dagster's files, schema and WAL journal
+and change two things:
+
+- each database keeps one open connection between uses (a pool of one per file), with
+  ``synchronous=NORMAL``: in WAL mode a commit is then durable against a crash of the process and
+  only an OS crash or power loss can drop the last commits - never corrupt the database
+  (https://www.sqlite.org/pragma.html#pragma_synchronous); SQLite checkpoints the WAL by itself
+  every 1000 pages;
+- a run's database is checkpointed at most every CHECKPOINT_SECONDS while the run writes and
+  closed when the run ends, so the webserver's live run view (it watches the run's ``.db`` file)
+  still follows a run as it goes, and a finished run's files are what Dagster leaves.
+
+The files are ordinary Dagster SQLite storage: the webserver and daemon read them with Dagster's own
+classes or these. Configured in dagster.yaml as::
+
+    storage:
+      custom:
+        module: ml_assets.defs.instance_storage
+        class: TunedSqliteStorage
+        config:
+          base_dir: /path/to/dagster_home/storage   # optional: default $DAGSTER_HOME/storage
+
+or applied to an instance whose storage is Dagster's default SQLite (``tuned_instance``, the replay).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+import dagster as dg
+import sqlalchemy as db
+import yaml
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
+from dagster._core.instance.ref import InstanceRef
+from dagster._core.storage.base_storage import DagsterStorage
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+)
+from dagster._core.storage.runs.sqlite.sqlite_run_storage import SqliteRunStorage
+from dagster._core.storage.schedules.sqlite.sqlite_schedule_storage import SqliteScheduleStorage
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.sqlite_storage import (
+    DagsterSqliteStorage,
+    _event_logs_directory,
+    _runs_directory,
+    _schedule_directory,
+)
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import QueuePool
+
+SYNCHRONOUS = "NORMAL"
+# A running run's database is checkpointed (so its .db file changes for the UI's live view) at most this often.
+CHECKPOINT_SECONDS = 1.0
+# Run databases whose connection is kept (recent runs; an older one reconnects on its next use).
+RUN_ENGINES_KEPT = 8
+RUN_ENDED = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
+MODULE = __name__
+STORAGE_CLASS = "TunedSqliteStorage"
+
+
+def _on_connect(dbapi_connection, _record) -> None:
+    dbapi_connection.execute(f"PRAGMA synchronous={SYNCHRONOUS}")
+
+
+def tuned_engine(conn_string: str, timeout: float = SQLITE_BUSY_TIMEOUT_SECONDS) -> Engine:
+    """An engine keeping one open connection to the file between uses (more only while several threads
+    use it at once), whose commits do not wait for fsync."""
+    engine = db.create_engine(conn_string, poolclass=QueuePool, pool_size=1, max_overflow=8,
+                              connect_args={"timeout": timeout, "check_same_thread": False})
+    db.event.listen(engine, "connect", _on_connect)
+    return engine
+
+
+@contextmanager
+def _transaction(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn, conn.begin():
+        yield conn
+
+
+class TunedSqliteEventLogStorage(SqliteEventLogStorage):
+    """Dagster's run-sharded SQLite event log (a database per run plus the index), kept connections."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._checkpointed: dict[str, float] = {}
+        super().__init__(base_dir, inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> TunedSqliteEventLogStorage:  # ty: ignore[invalid-method-override]
+        return cls(inst_data=inst_data, **config_value)
+
+    def _engine(self, shard: str) -> Engine:
+        """The shard's engine (under self._db_lock); the least recently used run shard beyond
+        RUN_ENGINES_KEPT is closed (the index shard is never the least recent for long)."""
+        engine = self._engines.get(shard)
+        if engine is None:
+            engine = self._engines[shard] = tuned_engine(self.conn_string_for_shard(shard))
+            if len(self._engines) > RUN_ENGINES_KEPT + 1:
+                oldest = next(s for s in self._engines if s != INDEX_SHARD_NAME)
+                self._engines.pop(oldest).dispose()
+        self._engines.move_to_end(shard)
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        # Dagster's _connect (same lock, same first-use initialisation) through the shard's kept engine.
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                self._initdb(engine)
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn:
+                with conn.begin():
+                    yield conn
+                if shard != INDEX_SHARD_NAME and time.monotonic() - self._checkpointed.get(shard, 0.0) > \
+                        CHECKPOINT_SECONDS:
+                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+                    self._checkpointed[shard] = time.monotonic()
+
+    def store_event(self, event: EventLogEntry) -> None:
+        super().store_event(event)
+        if event.is_dagster_event and event.dagster_event_type in RUN_ENDED:
+            # Closing the run's only connection checkpoints its WAL into the .db file and removes it.
+            with self._db_lock:
+                engine = self._engines.pop(event.run_id, None)
+                self._checkpointed.pop(event.run_id, None)
+                if engine is not None:
+                    engine.dispose()
+
+    def _close_engines(self) -> None:
+        with self._db_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+
+    def wipe(self) -> None:
+        self._close_engines()  # the run files are deleted: no connection may keep them
+        super().wipe()
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._close_engines()
+
+
+class _KeptConnection:
+    """connect() through one kept, tuned engine (run and schedule storage: a single database file)."""
+
+    _conn_string: str
+    _tuned: Engine | None = None
+
+    @contextmanager
+    def connect(self) -> Iterator[Connection]:
+        if self._tuned is None:
+            self._tuned = tuned_engine(self._conn_string)
+        with _transaction(self._tuned) as conn:
+            yield conn
+
+    def dispose(self) -> None:
+        super().dispose()  # type: ignore[misc]
+        if self._tuned is not None:
+            self._tuned.dispose()
+
+
+class TunedSqliteRunStorage(_KeptConnection, SqliteRunStorage):
+    """Dagster's SQLite run storage (runs.db), kept connection."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> TunedSqliteRunStorage:  # ty: ignore[invalid-method-override]
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class TunedSqliteScheduleStorage(_KeptConnection, SqliteScheduleStorage):
+    """Dagster's SQLite schedule and sensor storage (schedules.db), kept connection."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> TunedSqliteScheduleStorage:  # ty: ignore[invalid-method-override]
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+
+class TunedSqliteStorage(DagsterSqliteStorage):
+    """Dagster's default SQLite storage layout under ``base_dir`` (history/runs.db, history/runs/*.db,
+    schedules/schedules.db) through the tuned run, event-log and schedule storages."""
+
+    def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
+        self.base_dir = base_dir
+        self._run_storage = TunedSqliteRunStorage.from_local(_runs_directory(base_dir))
+        self._event_log_storage = TunedSqliteEventLogStorage(_event_logs_directory(base_dir))
+        self._schedule_storage = TunedSqliteScheduleStorage.from_local(_schedule_directory(base_dir))
+        self._inst_data = inst_data
+        DagsterStorage.__init__(self)
+
+    @classmethod
+    def config_type(cls):
+        return {"base_dir": dg.Field(dg.StringSource, is_required=False,
+                                     description="folder of the SQLite files (default: $DAGSTER_HOME/storage, "
+                                                 "where Dagster's default SQLite storage keeps them)")}
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value) -> TunedSqliteStorage:  # ty: ignore[invalid-method-override]
+        base_dir = config_value.get("base_dir")
+        if not base_dir:
+            home = os.environ.get("DAGSTER_HOME")
+            if not home:
+                raise dg.DagsterInvariantViolationError(
+                    f"{STORAGE_CLASS} (dagster.yaml storage): no base_dir configured and DAGSTER_HOME is not set")
+            base_dir = os.path.join(home, "storage")
+        return cls.from_local(base_dir, inst_data=inst_data)
+
+
+def _default_sqlite_base_dir(ref: InstanceRef) -> str | None:
+    """The base_dir of Dagster's default SQLite storage in `ref`, None for any other storage."""
+    data = ref.storage_data
+    if data is None or (data.module_name, data.class_name) != ("dagster._core.storage.sqlite_storage",
+                                                              "DagsterSqliteStorage"):
+        return None
+    return yaml.safe_load(data.config_yaml)["base_dir"]
+
+
+def tuned_instance(instance: dg.DagsterInstance) -> dg.DagsterInstance:
+    """An instance on the same files as `instance` with the tuned SQLite storage when `instance` uses
+    Dagster's default SQLite storage (the embedded profile); `instance` itself otherwise (PostgreSQL,
+    an already tuned or any other storage). The caller disposes the instance it got when it differs."""
+    ref = instance.get_ref()
+    base_dir = _default_sqlite_base_dir(ref)
+    if base_dir is None:
+        return instance
+    storage_data = ConfigurableClassData(MODULE, STORAGE_CLASS, yaml.dump({"base_dir": base_dir}))
+    return dg.DagsterInstance.from_ref(ref._replace(storage_data=storage_data, run_storage_data=None,
+                                                    event_storage_data=None, schedule_storage_data=None))
+
+
+def tuned(instance: dg.DagsterInstance) -> AbstractContextManager[dg.DagsterInstance]:
+    """``with tuned(instance) as fast:`` - tuned_instance(instance), disposed on exit when it is a new one."""
+    fast = tuned_instance(instance)
+    return nullcontext(instance) if fast is instance else fast

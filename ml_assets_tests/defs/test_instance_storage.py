@@ -1,0 +1,87 @@
+"""The tuned SQLite instance storage: Dagster's files, readable by Dagster's own classes (the UI and daemon)."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from ml_assets.defs.instance_storage import (
+    TunedSqliteEventLogStorage,
+    TunedSqliteRunStorage,
+    TunedSqliteScheduleStorage,
+    tuned,
+    tuned_instance,
+)
+
+DAYS = dg.DailyPartitionsDefinition(start_date="2013-01-01", end_date="2013-01-06")
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+TUNED_YAML = ("telemetry:\n  enabled: false\nstorage:\n  custom:\n    module: ml_assets.defs.instance_storage\n"
+              "    class: TunedSqliteStorage\n")
+
+
+@dg.asset(partitions_def=DAYS, backfill_policy=dg.BackfillPolicy.single_run(),
+          check_specs=[dg.AssetCheckSpec("even_day", asset="daily")])
+def daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+    """A range of days in one run (one materialization per day), with a check."""
+    return dg.MaterializeResult(metadata={"days": len(context.partition_keys)},
+                                check_results=[dg.AssetCheckResult(check_name="even_day", passed=True)])
+
+
+def _home(tmp_path: Path, text: str = "telemetry:\n  enabled: false\n") -> Path:
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text(text)
+    return home
+
+
+def _run_range(instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    job = dg.Definitions(assets=[daily]).resolve_implicit_global_asset_job_def()
+    return job.execute_in_process(run_config=QUIET, instance=instance, tags={
+        "dagster/asset_partition_range_start": "2013-01-02", "dagster/asset_partition_range_end": "2013-01-04"})
+
+
+def test_tuned_instance_writes_what_dagsters_own_sqlite_classes_read(tmp_path):
+    home = _home(tmp_path)
+    with dg.DagsterInstance.local_temp(str(home)) as default, tuned(default) as fast:
+        assert isinstance(fast.event_log_storage, TunedSqliteEventLogStorage)
+        assert isinstance(fast.run_storage, TunedSqliteRunStorage)
+        assert isinstance(fast.schedule_storage, TunedSqliteScheduleStorage)
+        result = _run_range(fast)
+        assert result.success
+        fast.report_runless_asset_event(dg.AssetMaterialization("daily", partition="2013-01-05"))
+        with fast.event_log_storage.index_connection() as conn:
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        # The run's database was closed when the run ended: its WAL is checkpointed into the .db file.
+        shard = Path(fast.event_log_storage.path_for_shard(result.run_id))
+        assert shard.is_file() and not Path(f"{shard}-wal").exists()
+
+    with dg.DagsterInstance.local_temp(str(home)) as reader:  # Dagster's own classes, as the webserver
+        assert type(reader.event_log_storage).__name__ == "SqliteEventLogStorage"
+        run = reader.get_run_by_id(result.run_id)
+        assert run is not None and run.status == dg.DagsterRunStatus.SUCCESS
+        records = reader.fetch_materializations(dg.AssetKey("daily"), limit=10).records
+        assert sorted(r.partition_key for r in records) == ["2013-01-02", "2013-01-03", "2013-01-04", "2013-01-05"]
+        logs = reader.all_logs(result.run_id)
+        assert any(e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.RUN_SUCCESS for e in logs)
+        check = reader.event_log_storage.get_latest_asset_check_execution_by_key(
+            [dg.AssetCheckKey(dg.AssetKey("daily"), "even_day")])
+        assert check[dg.AssetCheckKey(dg.AssetKey("daily"), "even_day")].run_id == result.run_id
+
+
+def test_tuned_storage_from_dagster_yaml_defaults_to_dagster_homes_storage_folder(tmp_path, monkeypatch):
+    home = _home(tmp_path, TUNED_YAML)
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with dg.DagsterInstance.get() as instance:
+        assert isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
+        assert tuned_instance(instance) is instance  # already tuned: nothing to change
+        assert _run_range(instance).success
+    assert (home / "storage" / "history" / "runs.db").is_file()
+    assert (home / "storage" / "history" / "runs" / "index.db").is_file()
+
+
+def test_tuned_storage_without_base_dir_or_dagster_home_names_the_problem(tmp_path, monkeypatch):
+    home = _home(tmp_path, TUNED_YAML)
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    with pytest.raises(dg.DagsterInvariantViolationError, match=r"TunedSqliteStorage.*no base_dir.*DAGSTER_HOME"):
+        dg.DagsterInstance.local_temp(str(home))
