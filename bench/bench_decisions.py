@@ -17,7 +17,15 @@ truth is the 7 days AFTER the holdout, which no model or rule saw:
   ``--folds`` rolling-origin folds (ml_assets.ml.folds), and the baseline, on the future week.
 
 Every gate setting in SETTINGS is applied to the same predictions, so they are compared side by
-side in one run. Trained models' predictions are cached per as-of date under ``--cache`` (keyed
+side in one run, each in two judgement modes: "holdout" (the single holdout week) and "folds_k"
+(the pooled weeks of ``--gate-folds`` rolling-origin folds, as the cycle judges when
+training.folds.k > 1: the candidate configuration and the baseline refitted per fold, the champion
+- a fixed model older than every fold week - scored on each; reseeds refit both seeds per fold).
+
+"ceiling" measures how well ANY rule reading the judged rows could do here: the future week split
+into halves (random rows, alternate days) predicting itself, the reseed future-delta spread, the
+DeLong standard errors of the judged and the future differences, and for every mode the best
+threshold rule on the judged difference ("oracle_on_judged_delta"). Trained models' predictions are cached per as-of date under ``--cache`` (keyed
 by the trainers' source), so a re-run only re-judges. Runs single-threaded (other work shares
 the machine).
 """
@@ -41,14 +49,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from _decisions import (  # noqa: E402
+    auc_delta,
+    intervals_if_needed,
+    oracle_table,
+    pooled,
+    rate,
+    self_agreement,
+    tally,
+)
 
 from ml_assets.examples import load_example  # noqa: E402
 from ml_assets.examples.flights_features import flights_features  # noqa: E402
 from ml_assets.ml.baseline import train_baseline  # noqa: E402
-from ml_assets.ml.comparison import compare  # noqa: E402
 from ml_assets.ml.evaluation import compute_metrics  # noqa: E402
 from ml_assets.ml.folds import select_candidate  # noqa: E402
-from ml_assets.ml.gate import InfraResult, decide  # noqa: E402
 from ml_assets.ml.models import (  # noqa: E402
     FeatureColumns,
     KerasParams,
@@ -64,7 +79,6 @@ WEEK = 7
 PREDICT_WEEKS = 8  # a model is scored on its holdout week and the 7 after (as a fold model and as a champion)
 BETTER = 0.01  # future ROC AUC difference that makes a challenger better (or worse, negated)
 SLICE_DIMENSIONS = ["carrier", "origin"]  # cluster_id needs the cluster model: not fitted here
-INFRA_OK = InfraResult(loaded=True, answered=1, requested=1, p95_latency_ms=1.0, size_mb=1.0)
 FRAMEWORKS = {"keras": (train_keras, KerasParams()), "sklearn": (train_sklearn, SklearnParams())}
 POISONS = ("flip30", "flip_carrier_UA", "window3")
 SEED, RESEED = 13, 14
@@ -77,8 +91,10 @@ SETTINGS = {
     "non_inferiority_0.01": {"policy": "non_inferiority", "min_improvement": {"roc_auc": 0.01}},
     "non_inferiority_0.01_no_ece_bar": {"policy": "non_inferiority", "min_improvement": {"roc_auc": 0.01},
                                         "absolute": {"roc_auc": 0.6}},
+    "non_inferiority_0.02": {"policy": "non_inferiority", "min_improvement": {"roc_auc": 0.02}},
     "non_inferiority_0.02_no_ece_bar": {"policy": "non_inferiority", "min_improvement": {"roc_auc": 0.02},
                                         "absolute": {"roc_auc": 0.6}},
+    "superiority_confidence_0.8": {"confidence": 0.8},
     "non_inferiority_0.01_no_ece_bar_slice_0.1": {"policy": "non_inferiority", "min_improvement": {"roc_auc": 0.01},
                                                   "absolute": {"roc_auc": 0.6},
                                                   "max_slice_regression": {"roc_auc": 0.1}},
@@ -176,27 +192,8 @@ class Models:
         return out
 
 
-def gate(promotion, y, p_candidate, p_champion, p_baseline, slices, days):
-    """decide() as the promotion check runs it, from predictions on the holdout rows."""
-    champion_metrics = sorted({*promotion.min_improvement, *promotion.min_relative_improvement, "roc_auc"})
-    vs_champion = compare(promotion, y, p_candidate, p_champion, reference="champion", metrics=champion_metrics,
-                          slices=slices, days=days)
-    vs_baseline = compare(promotion, y, p_candidate, p_baseline, reference="baseline",
-                          metrics=sorted({*promotion.baseline_margin, "roc_auc"}), days=days, gate_slices=False)
-    candidate = {"overall": compute_metrics(y, p_candidate, promotion.decision_threshold).as_dict()}
-    champion = {"overall": compute_metrics(y, p_champion, promotion.decision_threshold).as_dict()}
-    verdict = decide(promotion, candidate, champion, INFRA_OK, vs_champion=vs_champion, vs_baseline=vs_baseline)
-    failed = sorted({row.rule + ("" if row.slice == "overall" else " (slice)") + f" {row.metric}"
-                     for row in verdict.rows if not row.passed})
-    return verdict.passed, failed
-
-
 def auc(y, p) -> float:
     return float(compute_metrics(y, p).roc_auc)
-
-
-def rate(hits: int, total: int) -> float | None:
-    return None if total == 0 else round(hits / total, 3)
 
 
 def main() -> None:
@@ -204,10 +201,13 @@ def main() -> None:
     parser.add_argument("--dates", type=int, default=14, help="judged as-of dates (>= 12)")
     parser.add_argument("--every", type=int, default=3, help="weeks between judged as-of dates")
     parser.add_argument("--folds", type=int, default=3, help="rolling-origin folds for selection")
+    parser.add_argument("--gate-folds", type=int, default=3,
+                        help="pooled fold weeks the gate judges besides the single holdout (1: the holdout only)")
     parser.add_argument("--champion-ages", default="3,6", help="weeks between the champion's as-of date and the judged one")
     parser.add_argument("--uncalibrated", action="store_true", help="train without the spec's calibration")
     parser.add_argument("--cache", default="/tmp/ml_assets_bench_decisions", help="predictions cache directory")
     args = parser.parse_args()
+    load_start = os.getloadavg()
     ages = [int(a) for a in args.champion_ages.split(",")]
     started = time.perf_counter()
     spec = load_spec("flights")
@@ -218,7 +218,9 @@ def main() -> None:
     first = dt.date.fromisoformat(dates[0]) + dt.timedelta(days=spec.training.window_days + WEEK - 1)
     grid = [first + dt.timedelta(weeks=g) for g in range(60)]
     grid = [d for d in grid if (d + dt.timedelta(days=WEEK)).isoformat() <= dates[-1]]
-    lead = max(max(ages), args.folds - 1)
+    if args.gate_folds > min(ages):  # the fixed champion must not have trained on a judged fold week
+        raise SystemExit(f"--gate-folds {args.gate_folds} needs champion ages >= it (got {ages})")
+    lead = max(max(ages), args.folds - 1, args.gate_folds - 1)
     judged = grid[lead::args.every][: args.dates]
     if len(judged) < args.dates:
         raise SystemExit(f"only {len(judged)} judged dates fit in the data (asked {args.dates})")
@@ -245,12 +247,12 @@ def main() -> None:
     cases, per_date = [], []
     for as_of in judged:
         holdout, future = week_rows(as_of), week_rows(as_of, 1)
-        slices = x.iloc[holdout][SLICE_DIMENSIONS].reset_index(drop=True)
+        fold_dates = [as_of - dt.timedelta(weeks=j) for j in range(args.gate_folds)]
         p = {name: models.predictions(name, as_of) for name in FRAMEWORKS}
-        baseline = models.predictions("baseline", as_of)
+        baselines = [models.predictions("baseline", d) for d in fold_dates]
         choice = {"holdout": selected(as_of, 1), f"folds_{args.folds}": selected(as_of, args.folds)}
         future_auc = {name: auc(y[future], p[name][future]) for name in FRAMEWORKS}
-        future_auc["baseline"] = auc(y[future], baseline[future])
+        future_auc["baseline"] = auc(y[future], baselines[0][future])
         per_date.append({"as_of": as_of.isoformat(), "holdout_rows": int(holdout.size),
                          "holdout_roc_auc": {n: round(auc(y[holdout], p[n][holdout]), 4) for n in FRAMEWORKS},
                          "future_roc_auc": {n: round(v, 4) for n, v in future_auc.items()},
@@ -258,81 +260,54 @@ def main() -> None:
                          "selected_future_minus_baseline": {
                              k: round(future_auc[c] - future_auc["baseline"], 4) for k, c in choice.items()}})
 
-        context = {"as_of": as_of.isoformat(), "baseline": baseline, "holdout": holdout, "slices": slices}
-
-        def case(kind, name, p_candidate, p_champion, context=context, future=future, holdout=holdout, **extra):
-            cases.append({"kind": kind, "candidate": name, "p": p_candidate, "champion": p_champion, **context,
-                          "future_delta": auc(y[future], p_candidate[future]) - auc(y[future], p_champion[future]),
-                          "holdout_delta": auc(y[holdout], p_candidate[holdout]) - auc(y[holdout], p_champion[holdout]),
+        def case(kind, name, candidates, references, as_of=as_of, future=future, holdout=holdout,
+                 fold_dates=fold_dates, baselines=baselines, **extra):
+            """candidates/references: one full-length prediction array per fold date (latest first)."""
+            folds = [{"rows": week_rows(d), "candidate": c, "reference": r, "baseline": b}
+                     for d, c, r, b in zip(fold_dates, candidates, references, baselines, strict=True)]
+            delta, se = auc_delta(y[future], candidates[0][future], references[0][future])
+            cases.append({"kind": kind, "candidate": name, "as_of": as_of.isoformat(), "folds": folds,
+                          "future": future, "future_days": dates[future], "p_future": candidates[0],
+                          "champion_future": references[0], "future_delta": delta, "future_delta_se": se,
+                          "holdout_delta": auc_delta(y[holdout], candidates[0][holdout], references[0][holdout])[0],
                           **extra})
 
         champions = {}
         for age in ages:
+            # A fixed model, trained before every fold week (age >= folds): scored as it is on each of them.
             champion_date = as_of - dt.timedelta(weeks=age)
             champion_framework = selected(champion_date, args.folds)
-            champions[age] = models.predictions(champion_framework, champion_date)
+            champions[age] = [models.predictions(champion_framework, champion_date)] * args.gate_folds
             for name in FRAMEWORKS:
-                case("natural", name, p[name], champions[age], champion_model=f"{champion_framework} {champion_date}")
+                case("natural", name, [models.predictions(name, d) for d in fold_dates], champions[age],
+                     champion_model=f"{champion_framework} {champion_date}")
         for name in FRAMEWORKS:
-            case("reseed", name, models.predictions(name, as_of, seed=RESEED), p[name])
+            # Configuration against configuration: the original seed refitted on each fold too (the
+            # original model trained on the earlier fold weeks, so it cannot be scored on them).
+            case("reseed", name, [models.predictions(name, d, seed=RESEED) for d in fold_dates],
+                 [models.predictions(name, d) for d in fold_dates])
             for poison in POISONS:
-                case("poisoned", f"{name} {poison}", models.predictions(name, as_of, poison), champions[ages[0]])
+                case("poisoned", f"{name} {poison}", [models.predictions(name, d, poison) for d in fold_dates],
+                     champions[ages[0]])
         print(f"{as_of}: {models.trained} trainings so far, {models.seconds:.0f} s", file=sys.stderr, flush=True)
+
+    modes = {"holdout": 1, **({f"folds_{args.gate_folds}": args.gate_folds} if args.gate_folds > 1 else {})}
+    judged_rows = {}  # (case index, mode) -> pooled rows and predictions, absolute intervals
+    for index, c in enumerate(cases):
+        for mode, k in modes.items():
+            rows, p_candidate, p_reference, p_baseline = pooled(c, k)
+            intervals = intervals_if_needed(spec.promotion, y[rows], p_candidate, dates[rows])
+            judged_rows[index, mode] = (rows, p_candidate, p_reference, p_baseline, intervals)
+    print(f"judging {len(cases)} cases x {len(modes)} modes x {len(SETTINGS)} settings", file=sys.stderr, flush=True)
 
     settings = {}
     for setting, overrides in SETTINGS.items():
         # cluster_id slices need the cluster model, not fitted here: the other dimensions are gated
         promotion = spec.promotion.model_copy(update={"slice_dimensions": SLICE_DIMENSIONS, **overrides})
-        counts = {k: 0 for k in ("better", "better_passed", "worse", "worse_passed", "indifferent",
-                                 "indifferent_passed", "worse_any", "worse_any_passed", "poisoned",
-                                 "poisoned_blocked", "reseeds", "reseeds_blocked", "reseeds_flagged_regression")}
-        failures: dict[str, int] = {}
-        missed_poison = []
-        for c in cases:
-            rows = c["holdout"]
-            passed, failed = gate(promotion, y[rows], c["p"][rows], c["champion"][rows], c["baseline"][rows],
-                                  c["slices"], dates[rows])
-            for rule in failed:
-                failures[f"{c['kind']}: {rule}"] = failures.get(f"{c['kind']}: {rule}", 0) + 1
-            if c["kind"] == "natural":
-                group = ("better" if c["future_delta"] >= BETTER else "worse" if c["future_delta"] <= -BETTER
-                         else "indifferent")
-                counts[group] += 1
-                counts[f"{group}_passed"] += passed
-                if c["future_delta"] < 0:
-                    counts["worse_any"] += 1
-                    counts["worse_any_passed"] += passed
-            elif c["kind"] == "poisoned":
-                counts["poisoned"] += 1
-                counts["poisoned_blocked"] += not passed
-                if passed:
-                    missed_poison.append(f"{c['as_of']} {c['candidate']}")
-            else:
-                counts["reseeds"] += 1
-                counts["reseeds_blocked"] += not passed
-                # "beats champion" under superiority is not a regression: an identical configuration is not better
-                regression = [r for r in failed if not (promotion.policy == "superiority"
-                                                        and r.startswith("beats champion"))]
-                counts["reseeds_flagged_regression"] += bool(regression)
-        reseed_blocked = counts["reseeds_flagged_regression"] if promotion.policy == "superiority" else \
-            counts["reseeds_blocked"]
-        goals = {
-            "poisoned_blocked_100pct": counts["poisoned_blocked"] == counts["poisoned"],
-            "reseeds_blocked_le_5pct": reseed_blocked <= 0.05 * counts["reseeds"],
-            "worse_passed_le_5pct": counts["worse_passed"] <= 0.05 * max(counts["worse"], 1),
-            "better_passed_ge_80pct": counts["better_passed"] >= 0.8 * counts["better"],
-        }
-        settings[setting] = {
-            "overrides": overrides, "counts": counts,
-            "rates": {"better_passed": rate(counts["better_passed"], counts["better"]),
-                      "worse_passed": rate(counts["worse_passed"], counts["worse"]),
-                      "worse_any_passed": rate(counts["worse_any_passed"], counts["worse_any"]),
-                      "poisoned_blocked": rate(counts["poisoned_blocked"], counts["poisoned"]),
-                      "reseeds_blocked": rate(counts["reseeds_blocked"], counts["reseeds"]),
-                      "reseeds_flagged_regression": rate(counts["reseeds_flagged_regression"], counts["reseeds"])},
-            "goals": goals, "poisoned_passed": missed_poison,
-            "failed_rules": dict(sorted(failures.items(), key=lambda kv: -kv[1])),
-        }
+        settings[setting] = {"overrides": overrides}
+        for mode in modes:
+            settings[setting][mode] = tally(promotion, cases, {i: judged_rows[i, mode] for i in range(len(cases))},
+                                            x[SLICE_DIMENSIONS], y, dates, BETTER)
 
     def mean(values):
         return round(float(np.mean(values)), 4)
@@ -347,33 +322,65 @@ def main() -> None:
             "picked_the_future_winner": sum(
                 d["selected"][scheme] == max(FRAMEWORKS, key=lambda n, d=d: d["future_roc_auc"][n]) for d in per_date),
         }
-    def agreement(kind: str) -> dict:
-        """Does the holdout week's ROC AUC difference predict the following week's?"""
-        held = np.array([c["holdout_delta"] for c in cases if c["kind"] == kind])
-        ahead = np.array([c["future_delta"] for c in cases if c["kind"] == kind])
+
+    def agreement(kind: str, mode: str) -> dict:
+        """Does the judged rows' ROC AUC difference (one or pooled weeks) predict the following week's?"""
+        chosen = [(i, c) for i, c in enumerate(cases) if c["kind"] == kind]
+        held, se = [], []
+        for i, _ in chosen:
+            rows, p_candidate, p_reference, _, _ = judged_rows[i, mode]
+            delta = auc_delta(y[rows], p_candidate, p_reference)
+            held.append(delta[0])
+            se.append(delta[1])
+        held, ahead = np.array(held), np.array([c["future_delta"] for _, c in chosen])
         return {"pairs": int(held.size), "correlation": round(float(np.corrcoef(held, ahead)[0, 1]), 3),
                 "same_sign": rate(int(np.sum(np.sign(held) == np.sign(ahead))), held.size),
-                "holdout_abs_delta_median": round(float(np.median(np.abs(held))), 4),
-                "future_abs_delta_median": round(float(np.median(np.abs(ahead))), 4)}
+                "judged_abs_delta_median": round(float(np.median(np.abs(held))), 4),
+                "judged_delta_se_median": round(float(np.median(se)), 4),
+                "future_abs_delta_median": round(float(np.median(np.abs(ahead))), 4),
+                "oracle_on_judged_delta": oracle_table(held, ahead, BETTER)}
+
+    natural = [c for c in cases if c["kind"] == "natural"]
+    reseed_future = np.array([c["future_delta"] for c in cases if c["kind"] == "reseed"])
+    ceiling = {
+        "future_delta_se_median": {kind: round(float(np.median([c["future_delta_se"] for c in cases
+                                                                 if c["kind"] == kind])), 4)
+                                   for kind in ("natural", "reseed")},
+        # identical configurations: how far apart two seeds land on the future week
+        "reseed_future_delta": {"sd": round(float(np.std(reseed_future, ddof=1)), 4),
+                                "abs_max": round(float(np.max(np.abs(reseed_future))), 4),
+                                "beyond_0.01": int(np.sum(np.abs(reseed_future) >= BETTER)),
+                                "pairs": int(reseed_future.size)},
+        "future_week_against_itself": self_agreement(y, natural, BETTER),
+    }
 
     result = {
         "benchmark": "promotion-gate decisions against the following unseen week (bundled 2013 flights)",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_start": load_start, "load_average_end": os.getloadavg()},
         "judged_as_of_dates": [d.isoformat() for d in judged], "every_weeks": args.every,
-        "calibration": calibration_tag(calibration), "champion_ages_weeks": ages, "selection_folds": args.folds, "slice_dimensions": SLICE_DIMENSIONS,
+        "calibration": calibration_tag(calibration), "champion_ages_weeks": ages, "selection_folds": args.folds,
+        "slice_dimensions": SLICE_DIMENSIONS, "gate_modes": modes,
         "definitions": {"better": f"future ROC AUC minus the champion's >= +{BETTER}",
                         "worse": f"<= -{BETTER} (worse_any: < 0)",
                         "reseed blocked": "superiority: a regression rule fired (not 'beats champion'); "
-                                          "non-inferiority: any rule failed"},
+                                          "non-inferiority: any rule failed",
+                        "holdout": "judged on the holdout week (fold 0) alone",
+                        f"folds_{args.gate_folds}": f"judged on the pooled weeks of {args.gate_folds} rolling-origin folds: "
+                                               "the candidate configuration and the baseline refitted per fold, "
+                                               "the champion (a fixed model) scored on each week; reseeds: both "
+                                               "seeds refitted per fold"},
         "future_roc_auc_mean": {n: mean([d["future_roc_auc"][n] for d in per_date]) for n in [*FRAMEWORKS, "baseline"]},
         "selection": selection,
-        "holdout_vs_future": {kind: agreement(kind) for kind in ("natural", "reseed")},
+        "judged_vs_future": {mode: {kind: agreement(kind, mode) for kind in ("natural", "reseed")} for mode in modes},
+        "ceiling": ceiling,
         "settings": settings,
         "per_date": per_date,
         "trainings": models.trained, "training_seconds": round(models.seconds, 1),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out = RESULT if calibration is not None else RESULT.with_name("decisions_uncalibrated.json")
+    out = RESULT.with_name("decisions" + ("" if calibration is not None else "_uncalibrated")
+                           + ("" if args.gate_folds == 3 else f"_gate_folds_{args.gate_folds}") + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))

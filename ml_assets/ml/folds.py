@@ -11,6 +11,12 @@ Selection applies the gate's criterion to the pooled validation rows of all fold
 difference of the metric (DeLong or the bootstrap, as the promotion spec says) between the
 candidates on the same rows. The candidate with the best pooled estimate is chosen; whether its
 lead is established at the spec's confidence is recorded next to it.
+
+The gate judges on the same pooled rows (:func:`pool_folds`): the chosen configuration's model of
+each fold and the baseline refitted on each fold, against the champion - a fixed model - scored on
+every fold's rows it did not train on. On 14 weekly dates of the bundled flights, the pooled
+3-week difference tracked the following week's better than the single holdout week did
+(bench/bench_decisions.py, "judged_vs_future").
 """
 
 from __future__ import annotations
@@ -27,7 +33,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 # numpy/pandas are imported inside the functions: the code location imports this module.
-__all__ = ["Selection", "earlier_fold_frames", "fold_of_day", "frame_folds", "rolling_folds", "select_candidate"]
+__all__ = ["FoldScores", "Pooled", "Selection", "earlier_fold_frames", "fold_of_day", "frame_folds", "pool_folds",
+           "rolling_folds", "select_candidate", "unseen_scores"]
 
 
 def rolling_folds(labelled_days: list[str], as_of: str | None, window_days: int, holdout_days: int, k: int,
@@ -111,6 +118,88 @@ def select_candidate(spec: PromotionSpec, y, predictions: Mapping[str, np.ndarra
         if "error" not in difference:
             established = improvement_interval(metric, difference)[1] > 0
     return Selection(chosen, scores, metric, int(labels.size), comparison, established)
+
+
+@dataclass(frozen=True)
+class FoldScores:
+    """One fold's validation rows: labels, days, slice columns (or None), and each model's scores on them.
+
+    A model missing from ``scores`` was not scored on this fold (e.g. the champion trained on its days).
+    """
+
+    y: np.ndarray
+    days: np.ndarray
+    scores: Mapping[str, np.ndarray]
+    slices: object = None  # pandas DataFrame, one column per slice dimension, row-aligned
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """The rows of several folds in one order, and where each model was scored on them."""
+
+    y: np.ndarray
+    days: np.ndarray
+    slices: object  # pandas DataFrame or None
+    scores: dict[str, np.ndarray]  # NaN on the rows of folds the model was not scored on
+    folds: int
+
+    def scored(self, *labels: str) -> np.ndarray:
+        """Row mask where every model in ``labels`` has a score (the rows a paired comparison may use)."""
+        import numpy as np
+
+        mask = np.ones(self.y.size, dtype=bool)
+        for label in labels:
+            if label not in self.scores:
+                raise ValueError(f"no scores for {label!r}; have {sorted(self.scores)}")
+            mask &= ~np.isnan(self.scores[label])
+        return mask
+
+    def days_of(self, mask) -> list[str]:
+        return sorted({str(d) for d in self.days[mask]})
+
+
+def unseen_scores(days, train_days: list[str] | None, scores) -> np.ndarray:
+    """A fixed model's scores where it did not train on the row's day, NaN where it did.
+
+    ``train_days`` None (not recorded) counts every day as seen: such a model is not judged there.
+    """
+    import numpy as np
+
+    days = np.asarray([str(d) for d in days])
+    seen = np.ones(days.size, dtype=bool) if train_days is None else np.isin(days, [str(d) for d in train_days])
+    scores = np.asarray(scores, dtype=float)
+    if scores.shape != days.shape:
+        raise ValueError(f"{scores.size} scores for {days.size} days")
+    return np.where(seen, np.nan, scores)
+
+
+def pool_folds(folds: list[FoldScores]) -> Pooled:
+    """Concatenate the folds' rows; a model not scored on a fold gets NaN there (see :meth:`Pooled.scored`)."""
+    import numpy as np
+    import pandas as pd
+
+    if not folds:
+        raise ValueError("no folds to pool")
+    labels = sorted({label for fold in folds for label in fold.scores})
+    for index, fold in enumerate(folds):
+        y = np.asarray(fold.y)
+        if len(fold.days) != y.size or (fold.slices is not None and len(fold.slices) != y.size):
+            raise ValueError(f"fold {index}: {y.size} labels but {len(fold.days)} days"
+                             + ("" if fold.slices is None else f" and {len(fold.slices)} slice rows"))
+        for label, p in fold.scores.items():
+            if np.asarray(p).shape != y.shape:
+                raise ValueError(f"fold {index}: {label!r} has {np.asarray(p).size} scores for {y.size} rows")
+    has_slices = [fold.slices is not None for fold in folds]
+    if any(has_slices) and not all(has_slices):
+        raise ValueError("slice columns given for some folds only")
+    scores = {label: np.concatenate([np.asarray(fold.scores[label], dtype=float) if label in fold.scores
+                                     else np.full(len(fold.y), np.nan) for fold in folds]) for label in labels}
+    slices = None
+    if all(has_slices):
+        slices = pd.concat([fold.slices.reset_index(drop=True) for fold in folds], ignore_index=True)
+    return Pooled(np.concatenate([np.asarray(fold.y) for fold in folds]),
+                  np.concatenate([np.asarray([str(d) for d in fold.days]) for fold in folds]), slices, scores,
+                  len(folds))
 
 
 def _iso_days(column) -> np.ndarray:

@@ -3,10 +3,20 @@
 import datetime as dt
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import log_loss, roc_auc_score
 
-from ml_assets.ml.folds import fold_of_day, rolling_folds, select_candidate
+from ml_assets.ml.comparison import compare
+from ml_assets.ml.folds import (
+    FoldScores,
+    fold_of_day,
+    pool_folds,
+    rolling_folds,
+    select_candidate,
+    unseen_scores,
+)
+from ml_assets.ml.gate import InfraResult, decide
 from ml_assets.ml.training_set import choose_window
 from ml_assets.spec.model import PromotionSpec
 
@@ -78,3 +88,106 @@ def test_selection_ties_and_lower_is_better_metrics_and_bad_input():
         select_candidate(SPEC, y, {"ok": p, "short": p[:10]})
     with pytest.raises(ValueError, match="no candidates"):
         select_candidate(SPEC, y, {})
+
+
+# --- the gate on pooled fold rows (constructed folds with a known answer) ---
+
+GATE = PromotionSpec(absolute={"roc_auc": 0.6}, min_improvement={"roc_auc": 0.0}, baseline_margin={"roc_auc": -0.03},
+                     max_slice_regression={"roc_auc": 0.05}, slice_dimensions=["cluster_id"], min_slice_size=100)
+HEALTHY = InfraResult(loaded=True, answered=200, requested=200, p95_latency_ms=3.0, size_mb=1.5)
+
+
+def constructed_fold(seed, day: str, signals: dict[str, float], n=2000, slice_signal=None) -> FoldScores:
+    """One fold week: labels, three clusters, and each model's scores (ROC AUC grows with its signal).
+
+    ``slice_signal`` = (label, cluster, signal) replaces that model's signal on one cluster.
+    """
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < 0.3).astype(int)
+    clusters = np.repeat([0, 1, 2], [n // 3, n // 3, n - 2 * (n // 3)])
+    shared = rng.normal(size=n)
+    scores = {}
+    for label, signal in signals.items():
+        per_row = np.full(n, signal)
+        if slice_signal is not None and slice_signal[0] == label:
+            per_row[clusters == slice_signal[1]] = slice_signal[2]
+        scores[label] = 1 / (1 + np.exp(-(shared + 0.6 * rng.normal(size=n) + per_row * y)))
+    return FoldScores(y, np.full(n, day), scores, pd.DataFrame({"cluster_id": clusters}))
+
+
+def gate_on(spec, pooled, candidate="candidate", champion="champion", baseline="baseline"):
+    """decide() on the pooled rows, as the evaluation step builds its comparisons."""
+    rows = pooled.scored(candidate, champion)
+    vs_champion = compare(spec, pooled.y[rows], pooled.scores[candidate][rows], pooled.scores[champion][rows],
+                          reference=champion, metrics=["roc_auc"], slices=pooled.slices[rows].reset_index(drop=True),
+                          days=pooled.days[rows])
+    vs_baseline = compare(spec, pooled.y, pooled.scores[candidate], pooled.scores[baseline], reference=baseline,
+                          metrics=["roc_auc"], days=pooled.days, gate_slices=False)
+    evaluation = {"overall": {"roc_auc": 0.7}}
+    return decide(spec, evaluation, evaluation, HEALTHY, vs_champion=vs_champion, vs_baseline=vs_baseline)
+
+
+def test_a_known_small_improvement_is_established_on_three_pooled_folds_far_more_often_than_on_one():
+    signals = {"candidate": 0.88, "champion": 0.8, "baseline": 0.8}  # about +0.02 of ROC AUC on every fold
+    one_fold = pooled_folds = 0
+    for seed in range(20):
+        folds = [constructed_fold([seed, j], f"2013-01-{j + 1:02d}", signals) for j in range(3)]
+        one_fold += gate_on(GATE, pool_folds(folds[-1:])).passed
+        pooled_folds += gate_on(GATE, pool_folds(folds)).passed
+    # Three times the rows: the same improvement's interval clears 0 almost always (power ~95% vs ~65%).
+    assert pooled_folds >= 18
+    assert one_fold <= 15
+
+
+def test_a_reseed_on_pooled_folds_passes_non_inferiority_and_trips_no_slice_rule():
+    # Non-inferiority passes an equal model ~95% of the time only when the margin is >= ~3.6 standard errors
+    # of the paired difference (1.96 for the interval + 1.645): here the se is ~0.0055 on 6000 rows.
+    refresh = GATE.model_copy(update={"policy": "non_inferiority", "min_improvement": {"roc_auc": 0.02}})
+    signals = {"candidate": 0.8, "champion": 0.8, "baseline": 0.8}  # same configuration, another seed
+    for seed in range(10):
+        pooled = pool_folds([constructed_fold([seed, j], f"2013-01-{j + 1:02d}", signals) for j in range(3)])
+        verdict = gate_on(refresh, pooled)
+        assert verdict.passed, verdict.summary
+        assert all(r.passed for r in gate_on(GATE, pooled).rows if r.rule == "slice regression")
+
+
+def test_a_known_slice_regression_on_pooled_folds_fails_that_slice_only():
+    signals = {"candidate": 1.8, "champion": 0.8, "baseline": 0.8}  # better overall ...
+    folds = [constructed_fold([7, j], f"2013-01-{j + 1:02d}", signals, slice_signal=("candidate", 2, 0.0))
+             for j in range(3)]  # ... but blind on cluster 2 in every fold
+    verdict = gate_on(GATE, pool_folds(folds))
+    failed = [(r.rule, r.slice) for r in verdict.rows if not r.passed]
+    assert failed == [("slice regression", "cluster_id=2")]
+    regressed = next(r for r in verdict.rows if r.slice == "cluster_id=2")
+    assert regressed.n == 3 * (2000 - 2 * (2000 // 3)) and regressed.high < -0.05
+
+
+def test_the_champion_is_judged_only_on_days_it_did_not_train_on():
+    signals = {"candidate": 0.8, "champion": 0.8, "baseline": 0.8}
+    folds = [constructed_fold([3, j], f"2013-01-{j + 1:02d}", signals) for j in range(3)]
+    # the champion trained on 01-01 (the oldest fold's day): its scores there must not be judged
+    folds[0] = FoldScores(folds[0].y, folds[0].days, {**folds[0].scores, "champion": unseen_scores(
+        folds[0].days, ["2012-12-31", "2013-01-01"], folds[0].scores["champion"])}, folds[0].slices)
+    pooled = pool_folds(folds)
+    assert pooled.folds == 3 and pooled.y.size == 6000
+    assert pooled.days_of(pooled.scored("candidate", "champion")) == ["2013-01-02", "2013-01-03"]
+    assert pooled.days_of(pooled.scored("candidate")) == ["2013-01-01", "2013-01-02", "2013-01-03"]
+    verdict = gate_on(GATE, pooled)
+    assert next(r for r in verdict.rows if r.rule == "beats champion").n == 4000
+    assert next(r for r in verdict.rows if r.rule == "beats baseline").n == 6000
+    # no recorded training days: the model counts as trained on every day
+    assert np.isnan(unseen_scores(["2013-01-02"], None, [0.3])).all()
+
+
+def test_pooling_names_bad_folds():
+    fold = constructed_fold(0, "2013-01-01", {"candidate": 0.8})
+    with pytest.raises(ValueError, match="no folds"):
+        pool_folds([])
+    with pytest.raises(ValueError, match="fold 0: 'candidate' has 3 scores for 2000 rows"):
+        pool_folds([FoldScores(fold.y, fold.days, {"candidate": [0.1, 0.2, 0.3]})])
+    with pytest.raises(ValueError, match="slice columns given for some folds only"):
+        pool_folds([fold, FoldScores(fold.y, fold.days, fold.scores)])
+    with pytest.raises(ValueError, match="no scores for 'champion'"):
+        pool_folds([fold]).scored("champion")
+    with pytest.raises(ValueError, match="3 scores for 1 days"):
+        unseen_scores(["2013-01-01"], [], [0.1, 0.2, 0.3])
