@@ -248,9 +248,15 @@ def test_rolling_folds_choose_the_framework_on_pooled_predictions(cycle, monkeyp
     assert selection["chosen"] == document["candidate"]["label"] == max(selection["scores"],
                                                                         key=selection["scores"].get)
     assert selection["comparison"]["overall"]["roc_auc"]["n"] == selection["rows"]
+    # The gate judges the same pooled rows: the baseline refitted on fold 1, the candidate's fold-1 refit.
+    assert document["candidate"]["judged_on"] == {"folds": 2, "rows": selection["rows"], "days": DAYS[8:14]}
+    assert document["comparisons"]["baseline"]["overall"]["roc_auc"]["n"] == selection["rows"]
+    assert document["candidate"]["evaluation"]["overall"]["n"] == selection["rows"]
+    assert document["candidate"]["evaluation"]["intervals"]["roc_auc"]["n"] == selection["rows"]
     # The published model never saw an earlier fold's extra days, nor its own holdout.
     manifest = store.models().get(MODEL_NAME, candidate["version"].value).manifest
     assert manifest["data_window"]["train_days"] == DAYS[5:11]
     assert "chosen on roc_auc" in candidate["selection"].value
     gate = _gate(result).metadata["selected_on"].value
     assert gate.startswith(f"roc_auc on {selection['rows']} pooled rows of 2 fold(s)")
+    assert _gate(result).metadata["judged_on"].value == f"{selection['rows']} pooled rows of 2 fold(s), 6 days"

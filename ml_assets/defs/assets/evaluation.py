@@ -48,48 +48,77 @@ def as_gate_input(result) -> dict:
     }
 
 
-def _comparisons(y, predictions: dict, best: str, champion: str | None, baseline: str, slices, days) -> dict:
-    """Paired differences of the chosen candidate against the champion (with slices) and the baseline."""
+def _comparisons(pooled, best: str, champion: str | None, baseline: str) -> dict:
+    """Paired differences of the chosen candidate against the champion (with slices) and the baseline.
+
+    On the pooled rows of all folds; against the champion only where it was scored (days it did not train on).
+    """
     from ml_assets.ml.comparison import compare
 
     promotion = SPEC.promotion
     champion_metrics = sorted({*promotion.min_improvement, *promotion.min_relative_improvement, PRIMARY_METRIC})
-    return {
-        "champion": None if champion is None else compare(
-            promotion, y, predictions[best], predictions[champion], reference=champion, metrics=champion_metrics,
-            slices=slices, days=days),
-        "baseline": compare(promotion, y, predictions[best], predictions[baseline], reference=baseline,
-                            metrics=sorted({*promotion.baseline_margin, PRIMARY_METRIC}), days=days,
-                            gate_slices=False),
-    }
+    out = {"baseline": compare(promotion, pooled.y, pooled.scores[best], pooled.scores[baseline], reference=baseline,
+                               metrics=sorted({*promotion.baseline_margin, PRIMARY_METRIC}), days=pooled.days,
+                               gate_slices=False),
+           "champion": None}
+    if champion is not None:
+        rows = pooled.scored(best, champion)
+        out["champion"] = compare(promotion, pooled.y[rows], pooled.scores[best][rows], pooled.scores[champion][rows],
+                                  reference=champion, metrics=champion_metrics,
+                                  slices=pooled.slices[rows].reset_index(drop=True), days=pooled.days[rows])
+        out["champion"]["days"] = pooled.days_of(rows)
+    out["baseline"]["days"] = pooled.days_of(pooled.scored(best))
+    return out
 
 
-def _select(training_set: SparkDataFrame, holdout, versions: dict[str, int], holdout_predictions: dict,
-            blob_store: BlobStoreResource):
-    """The fresh candidate with the best pooled metric over the folds (earlier folds' scores from the training steps)."""
+def _pooled(training_set: SparkDataFrame, holdout, predictions: dict, fresh: dict[str, int], champion,
+            slices, blob_store: BlobStoreResource):
+    """Every contender's scores on the validation rows of all training.folds.k folds (the latest: the holdout).
+
+    Earlier folds: the fresh frameworks' refits scored by their training steps, the baseline refitted
+    here, and the champion - a fixed model - scored on the days it did not train on (NaN elsewhere).
+    """
     import numpy as np
 
-    from ml_assets.ml.folds import earlier_fold_frames, frame_folds, select_candidate
+    from ml_assets.ml.baseline import BASELINE_LABEL, train_baseline
+    from ml_assets.ml.folds import (
+        FoldScores,
+        earlier_fold_frames,
+        frame_folds,
+        pool_folds,
+        unseen_scores,
+    )
+    from ml_assets.ml.models import FeatureColumns
 
-    y, days = [holdout[SPEC.label.name].to_numpy()], [holdout[PARTITION_COLUMN].astype(str).to_numpy()]
-    pooled = {label: [np.asarray(p)] for label, p in holdout_predictions.items()}
-    if SPEC.training.folds.k > 1:
-        frame = training_set.toPandas()
-        folds = frame_folds(frame, PARTITION_COLUMN, SPEC.training.window_days, SPEC.training.holdout_days,
-                            SPEC.training.folds.k)
-        validations = [v for _, v in earlier_fold_frames(frame, folds, PARTITION_COLUMN, SPEC.key_columns)]
-        stored = {label: blob_store.get_json(fold_blob(version)) for label, version in versions.items()}
-        for index, validation in enumerate(validations):
-            for label, document in stored.items():
-                scores = document["folds"][index]["p"] if index < len(document["folds"]) else []
-                if len(scores) != len(validation):
-                    raise permanent_failure(f"{label}: {len(scores)} stored scores for fold {index + 1}'s "
-                                            f"{len(validation)} validation rows (trained on another training set?)")
-                pooled[label].insert(index, np.asarray(scores))
-            y.insert(index, validation[SPEC.label.name].to_numpy())
-            days.insert(index, validation[PARTITION_COLUMN].astype(str).to_numpy())
-    return select_candidate(SPEC.promotion, np.concatenate(y), {k: np.concatenate(v) for k, v in pooled.items()},
-                            days=np.concatenate(days), metric=PRIMARY_METRIC)
+    latest = FoldScores(holdout[SPEC.label.name].to_numpy(), holdout[PARTITION_COLUMN].astype(str).to_numpy(),
+                        predictions, slices)
+    if SPEC.training.folds.k == 1:
+        return pool_folds([latest])
+    frame = training_set.toPandas()
+    folds = frame_folds(frame, PARTITION_COLUMN, SPEC.training.window_days, SPEC.training.holdout_days,
+                        SPEC.training.folds.k)
+    stored = {label: blob_store.get_json(fold_blob(version)) for label, version in fresh.items()}
+    earlier = []
+    for index, (train, validation) in enumerate(earlier_fold_frames(frame, folds, PARTITION_COLUMN, SPEC.key_columns)):
+        days = validation[PARTITION_COLUMN].astype(str).to_numpy()
+        scores = {}
+        for label, document in stored.items():
+            p = document["folds"][index]["p"] if index < len(document["folds"]) else []
+            if len(p) != len(validation):
+                raise permanent_failure(f"{label}: {len(p)} stored scores for fold {index + 1}'s "
+                                        f"{len(validation)} validation rows (trained on another training set?)")
+            scores[label] = np.asarray(p, dtype=float)
+        scores[BASELINE_LABEL] = train_baseline(train, train[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
+                                                seed=SPEC.promotion.seed).predict_proba(validation)
+        if champion is not None:
+            label, model, train_days = champion
+            # Unknown training days (older manifests): the champion is judged on the holdout only.
+            scores[label] = unseen_scores(days, train_days, model.predict_proba(validation))
+        fold_slices = validation[list(slices.columns)].copy()
+        if CLUSTER_COLUMN in fold_slices:
+            fold_slices[CLUSTER_COLUMN] = fold_slices[CLUSTER_COLUMN].astype("Int64")
+        earlier.append(FoldScores(validation[SPEC.label.name].to_numpy(), days, scores, fold_slices))
+    return pool_folds([*earlier, latest])
 
 
 def _selection_markdown(selection, folds: int) -> str:
@@ -117,6 +146,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         plot_evaluation,
         slice_table_markdown,
     )
+    from ml_assets.ml.folds import select_candidate
     from ml_assets.ml.gate import absolute_intervals
     from ml_assets.ml.models import FeatureColumns, load_model
 
@@ -135,13 +165,15 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
     slices = holdout[dimensions].copy()
     if CLUSTER_COLUMN in slices:
         slices[CLUSTER_COLUMN] = slices[CLUSTER_COLUMN].astype("Int64")  # ids, not floats
-    predictions, manifest_digests = {}, {}
+    predictions, manifest_digests, champion_model = {}, {}, None
     for label, version in contenders.items():
         stored = store.get(MODEL_NAME, version)
         manifest_digests[version] = stored.manifest_sha256
         model = load_model(store.fetch(MODEL_NAME, version, manifest_sha256=stored.manifest_sha256),
                            stored.manifest["flavor"], FeatureColumns(**stored.manifest["columns"]))
         predictions[label] = model.predict_proba(holdout)
+        if version == champion:
+            champion_model = (label, model, (stored.manifest.get("data_window") or {}).get("train_days"))
     # The baseline: trained here on the same window, never published (a yardstick, not a servable model).
     train = training_set.where(f"{SPLIT_COLUMN} = '{TRAIN}'").toPandas()
     baseline = train_baseline(train, train[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
@@ -150,21 +182,29 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
     results = {label: evaluate(label, y, p, slices=slices, threshold=SPEC.promotion.decision_threshold,
                                min_slice_size=SPEC.promotion.min_slice_size) for label, p in predictions.items()}
     fresh = [label for label in contenders if not label.startswith("champion")]
-    selection = _select(training_set, holdout, {label: contenders[label] for label in fresh},
-                        {label: predictions[label] for label in fresh}, blob_store)
+    # Selection and the gate judge the same rows: the pooled validation rows of training.folds.k folds.
+    pooled = _pooled(training_set, holdout, predictions, {label: contenders[label] for label in fresh},
+                     champion_model, slices, blob_store)
+    selection = select_candidate(SPEC.promotion, pooled.y, {label: pooled.scores[label] for label in fresh},
+                                 days=pooled.days, metric=PRIMARY_METRIC)
     best = selection.chosen
     version = contenders[best]
-    comparisons = _comparisons(y, predictions, best, None if champion is None else f"champion v{champion}",
-                               BASELINE_LABEL, slices, holdout["date"].to_numpy())
+    comparisons = _comparisons(pooled, best, None if champion is None else f"champion v{champion}", BASELINE_LABEL)
+    judged = results[best] if pooled.folds == 1 else evaluate(
+        best, pooled.y, pooled.scores[best], slices=pooled.slices, threshold=SPEC.promotion.decision_threshold,
+        min_slice_size=SPEC.promotion.min_slice_size)
     document = {
         "model": MODEL_NAME,
         # The manifest these metrics were computed from: deployment promotes only that manifest.
         "candidate": {"label": best, "version": version, "flavor": store.get(MODEL_NAME, version).manifest["flavor"],
                       "manifest_sha256": manifest_digests[version], "evaluation": {
-                          **as_gate_input(results[best]),
+                          # judged on the pooled fold rows (the holdout alone when training.folds.k is 1)
+                          **as_gate_input(judged),
                           # the absolute bars (e.g. ece) are judged on the candidate's own interval
-                          "intervals": absolute_intervals(SPEC.promotion, y, predictions[best],
-                                                          holdout["date"].to_numpy())}},
+                          "intervals": absolute_intervals(SPEC.promotion, pooled.y, pooled.scores[best],
+                                                          pooled.days)},
+                      "judged_on": {"folds": pooled.folds, "rows": int(pooled.y.size),
+                                    "days": pooled.days_of(pooled.scored(best))}},
         "champion": None if champion is None else {
             "label": f"champion v{champion}", "version": champion,
             "flavor": store.get(MODEL_NAME, champion).manifest["flavor"],

@@ -24,6 +24,15 @@ def _selected_on(selection: dict | None) -> str:
             f" ({'lead established' if selection['established'] else 'lead not established'})")
 
 
+def _judged_on(document: dict) -> str:
+    judged = document["candidate"].get("judged_on")
+    if not judged:
+        return f"holdout ({document.get('holdout_rows', '?')} rows)"
+    champion = (document.get("comparisons") or {}).get("champion")
+    return (f"{judged['rows']} pooled rows of {judged['folds']} fold(s), {len(judged['days'])} days"
+            + ("" if not champion else f"; the champion on the {len(champion.get('days', []))} it did not train on"))
+
+
 class GateConfig(dg.Config):
     force_reason: str | None = Field(
         None, description="Promote even if rules fail; the written reason is kept in the history and the report"
@@ -62,6 +71,8 @@ def promotion_gate(context: dg.AssetCheckExecutionContext, config: GateConfig,
             "forced_reason": verdict.forced_reason or "",
             # How the candidate was chosen among the frameworks (pooled folds; absent before issue 12's folds).
             "selected_on": _selected_on(document.get("selection")),
+            # The rows the verdict judged: the pooled folds (training.folds.k), the holdout when k is 1.
+            "judged_on": _judged_on(document),
             "p95_latency_ms": infra.p95_latency_ms if infra.p95_latency_ms is not None else -1.0,
         },
     )
