@@ -40,6 +40,16 @@ def last_retrain(instance: dg.DagsterInstance) -> dg.DagsterRun | None:
     return runs[0] if runs else None
 
 
+def cooldown_start(run: dg.DagsterRun | None) -> str | None:
+    """The day a retrain's cooldown counts from: the last judged day that triggered it, or its as-of day when
+    later. With a label feed a retrain trains as of the last settled day, weeks before the trigger: counted from
+    there, the cooldown would already be over and every further flagged day would request another retrain."""
+    if run is None:
+        return None
+    days = [d for d in [run.tags.get(AS_OF_TAG), *run.tags.get(TRIGGER_DAYS_TAG, "").split(",")] if d]
+    return max(days) if days else None
+
+
 def retrain_in_progress(run: dg.DagsterRun | None) -> str | None:
     """Why not to request another retrain now, if `run` (the latest) has not finished."""
     if run is None or run.status in FINISHED:
@@ -106,8 +116,7 @@ def _tick(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource, *,
     previous = last_retrain(context.instance)
     if busy := retrain_in_progress(previous):
         return result(busy)
-    last_as_of = previous.tags.get(AS_OF_TAG) if previous is not None else None
-    cooldown_until = cooldown_end(last_as_of, RETRAINING.cooldown_days)
+    cooldown_until = cooldown_end(cooldown_start(previous), RETRAINING.cooldown_days)
     if champion is None:
         if on_no_champion is None:
             return result(f"{signal}: no champion yet, nothing to monitor")
