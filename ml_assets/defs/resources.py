@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 import dagster as dg
 
-from ml_assets.defs.execution import SPARK_POOL
+from ml_assets.defs.execution import SPARK_POOL, TRAINING_POOL
 from ml_assets.resources.blob_store import DEFAULT_STORE_TIMEOUT_S, BlobStoreResource
 from ml_assets.resources.email import EmailResource
 from ml_assets.resources.spark import LazySparkResource
@@ -213,21 +213,26 @@ def spark_filesystem() -> str:
 
 
 def pool_limits() -> dict[str, int]:
-    """Dagster pool limits from config: ML_ASSETS_SPARK_POOL_LIMIT runs holding the Spark pool at once.
+    """Dagster pool limits from config (steps at once on the cluster profile, runs on the others).
 
-    Unset: {} (the instance's default_limit applies, 1 in dagster.yaml). On a Spark cluster, about
-    total executor cores / cores one run keeps busy (e.g. 2 for two 1-core workers).
+    ML_ASSETS_SPARK_POOL_LIMIT: Spark steps at once, about total executor cores / cores one step
+    keeps busy (e.g. 2 for two 1-core workers). ML_ASSETS_TRAINING_POOL_LIMIT: training steps at
+    once, Celery workers x training steps one worker can hold (a Keras or scikit-learn fit of the
+    training window in its memory), e.g. 2 for two workers of one each. Unset: not in the result
+    (the instance's default_limit applies, 1 in dagster.yaml).
     """
-    value = _env("ML_ASSETS_SPARK_POOL_LIMIT")
-    if value is None:
-        return {}
-    try:
-        limit = int(value)
-    except ValueError:
-        limit = 0
-    if limit < 1:
-        raise EnvConfigError(f"ML_ASSETS_SPARK_POOL_LIMIT={value!r} is not a whole number of runs >= 1")
-    return {SPARK_POOL: limit}
+    limits = {}
+    for pool, name in ((SPARK_POOL, "ML_ASSETS_SPARK_POOL_LIMIT"), (TRAINING_POOL, "ML_ASSETS_TRAINING_POOL_LIMIT")):
+        value = _env(name)
+        if value is None:
+            continue
+        try:
+            limits[pool] = int(value)
+        except ValueError:
+            limits[pool] = 0
+        if limits[pool] < 1:
+            raise EnvConfigError(f"{name}={value!r} is not a whole number >= 1 (the {pool!r} pool limit)")
+    return limits
 
 
 def _data_dir(name: str, env_var: str) -> str:

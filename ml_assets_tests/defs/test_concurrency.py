@@ -1,4 +1,4 @@
-"""The Spark pool: every Spark-holding step declares it, and the run queue starts one such run at a time."""
+"""The Spark pool: every Spark-holding step but training declares it, and the run queue starts one such run at a time."""
 
 from pathlib import Path
 
@@ -11,7 +11,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 
 from ml_assets.definitions import defs
-from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, ensure_pool_limits
+from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, TRAINING_POOL, ensure_pool_limits
 
 REPO = Path(__file__).resolve().parents[2]
 SPARK_IO = "spark_io"
@@ -36,19 +36,23 @@ def _holds_spark(assets_def: dg.AssetsDefinition, io_manager_of: dict[dg.AssetKe
 
 
 def test_every_spark_holding_step_is_in_the_spark_pool_and_no_other():
+    """... or in the training pool: the candidates read the training set through Spark, but what
+    bounds them is the fit on the worker (ml_assets/defs/execution.py)."""
     graph = defs.resolve_asset_graph()
     io_manager_of = {key: ad.get_io_manager_key_for_asset_key(key) for ad in graph.assets_defs for key in ad.keys}
-    holding, pooled = set(), set()
+    holding, pooled, training = set(), set(), set()
     for assets_def in graph.assets_defs:
         name = assets_def.node_def.name
         if _holds_spark(assets_def, io_manager_of):
             holding.add(name)
         if assets_def.node_def.pool == SPARK_POOL:
             pooled.add(name)
-    assert holding == pooled
-    assert {"features", "labels", "cluster_model", "clusters", "training_set", "keras_candidate",
-            "sklearn_candidate", "candidate_model", "features_features_schema", "features_features_quality",
-            "labels_label_rate"} <= pooled
+        if assets_def.node_def.pool == TRAINING_POOL:
+            training.add(name)
+    assert training == {"keras_candidate", "sklearn_candidate"}
+    assert holding == pooled | training
+    assert {"features", "labels", "cluster_model", "clusters", "training_set", "candidate_model",
+            "features_features_schema", "features_features_quality", "labels_label_rate"} <= pooled
     assert not {"raw_flights", "raw_weather", "deployed_model", "feature_drift", "live_performance"} & pooled
 
 
@@ -67,15 +71,18 @@ def test_repository_instance_config_limits_the_spark_pool_to_one_run(tmp_path):
         assert instance.global_op_concurrency_default_limit == 1
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert ensure_pool_limits(instance) == []
-        assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()} == {SPARK_POOL: 1}
+        assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()} == {
+            SPARK_POOL: 1, TRAINING_POOL: 1}
 
 
 def test_ensure_pool_limits_never_overwrites_a_limit_set_by_hand(tmp_path):
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:  # no default_limit configured
-        assert ensure_pool_limits(instance) == [SPARK_POOL]
+        assert ensure_pool_limits(instance) == [SPARK_POOL, TRAINING_POOL]
         instance.event_log_storage.set_concurrency_slots(SPARK_POOL, 2)
+        instance.event_log_storage.set_concurrency_slots(TRAINING_POOL, 3)
         assert ensure_pool_limits(instance) == []
-        assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()} == {SPARK_POOL: 2}
+        assert {p.name: p.limit for p in instance.event_log_storage.get_pool_limits()} == {
+            SPARK_POOL: 2, TRAINING_POOL: 3}
 
 
 @pytest.fixture

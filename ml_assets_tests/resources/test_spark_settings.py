@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 import yaml
 
-from ml_assets.defs.execution import SPARK_POOL, ensure_pool_limits
+from ml_assets.defs.execution import SPARK_POOL, TRAINING_POOL, ensure_pool_limits
 from ml_assets.defs.resources import EnvConfigError, resources_for_environment, spark_config
 from ml_assets.resources.spark_io import store_for_spark
 from ml_assets.storage import hadoop_azure
@@ -41,13 +41,13 @@ def test_spark_pool_limit_from_the_environment(ml_env, tmp_path):
     with _repo_instance(tmp_path) as instance:
         storage = instance.event_log_storage
         assert ensure_pool_limits(instance) == []
-        assert {p.name: p.limit for p in storage.get_pool_limits()} == {SPARK_POOL: 1}  # dagster.yaml
+        assert {p.name: p.limit for p in storage.get_pool_limits()} == {SPARK_POOL: 1, TRAINING_POOL: 1}  # dagster.yaml
         ml_env(ML_ASSETS_SPARK_POOL_LIMIT="2")
         assert ensure_pool_limits(instance) == []
-        assert {p.name: p.limit for p in storage.get_pool_limits()} == {SPARK_POOL: 2}
+        assert {p.name: p.limit for p in storage.get_pool_limits()} == {SPARK_POOL: 2, TRAINING_POOL: 1}
         storage.set_concurrency_slots(SPARK_POOL, 5)  # config is the source of truth when set
         ensure_pool_limits(instance)
-        assert {p.name: p.limit for p in storage.get_pool_limits()} == {SPARK_POOL: 2}
+        assert {p.name: p.limit for p in storage.get_pool_limits()}[SPARK_POOL] == 2
 
 
 @pytest.mark.parametrize("value", ["0", "two", "-1"])

@@ -11,7 +11,7 @@ from pydantic import Field
 from ml_assets.defs.assets.clusters import clusters
 from ml_assets.defs.assets.features import features, labels
 from ml_assets.defs.dataset import SPEC
-from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
+from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, TRAINING_POOL, permanent_failure
 from ml_assets.ml.folds import rolling_folds
 from ml_assets.ml.labels import settled_days
 from ml_assets.ml.raw import PARTITION_COLUMN
@@ -186,7 +186,7 @@ def _train_and_publish(context: dg.AssetExecutionContext, blob_store: BlobStoreR
     return result
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"tensorflow"}, code_version="1", pool=SPARK_POOL,
+@dg.asset(group_name=TRAINING_GROUP, kinds={"tensorflow"}, code_version="1", pool=TRAINING_POOL,
           retry_policy=STORE_RETRY)
 def keras_candidate(context: dg.AssetExecutionContext, config: KerasConfig, training_set: SparkDataFrame,
                     blob_store: BlobStoreResource) -> dg.MaterializeResult:
@@ -198,7 +198,7 @@ def keras_candidate(context: dg.AssetExecutionContext, config: KerasConfig, trai
     return _train_and_publish(context, blob_store, training_set, "keras", train_keras, params, config.seed)
 
 
-@dg.asset(group_name=TRAINING_GROUP, kinds={"scikitlearn"}, code_version="1", pool=SPARK_POOL,
+@dg.asset(group_name=TRAINING_GROUP, kinds={"scikitlearn"}, code_version="1", pool=TRAINING_POOL,
           retry_policy=STORE_RETRY)
 def sklearn_candidate(context: dg.AssetExecutionContext, config: SklearnConfig, training_set: SparkDataFrame,
                       blob_store: BlobStoreResource) -> dg.MaterializeResult:
