@@ -16,7 +16,9 @@ op``, steps on Celery workers) each pool bounds steps at once across all runs: "
 to the Spark cluster (ML_ASSETS_SPARK_POOL_LIMIT), "training" to the workers
 (ML_ASSETS_TRAINING_POOL_LIMIT = Celery workers x training steps one worker can hold in memory).
 Both limits are written into the instance by ``ensure_pool_limits``; unset, a pool gets the
-instance's ``default_limit``.
+instance's ``default_limit``. A pool bounds the cluster's total, not which worker gets a step: with
+ML_ASSETS_CELERY_WORKER_CONCURRENCY=1 (the default) no worker ever holds two training steps; with
+more, a worker may receive up to that many of them.
 
 Store retries. Blob-store calls fail transiently (a restart, a throttled account, a network blip):
 the blob-touching assets retry such a step ``STORE_RETRY`` times with exponential backoff and
