@@ -14,9 +14,8 @@ lead is established at the spec's confidence is recorded next to it.
 
 The gate judges on the same pooled rows (:func:`pool_folds`): the chosen configuration's model of
 each fold and the baseline refitted on each fold, against the champion - a fixed model - scored on
-every fold's rows it did not train on. On 14 weekly dates of the bundled flights, the pooled
-3-week difference tracked the following week's better than the single holdout week did
-(bench/bench_decisions.py, "judged_vs_future").
+every fold's rows it did not train on (bench/bench_decisions.py measures both judgements against
+the following unseen week: "judged_vs_future").
 """
 
 from __future__ import annotations
