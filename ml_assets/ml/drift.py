@@ -77,7 +77,6 @@ drift. A feature with no non-null values in the reference window is an error in
 from __future__ import annotations
 
 import datetime as dt
-import io
 import json
 import math
 from collections.abc import Iterable
@@ -579,63 +578,6 @@ def drift(
     )
 
 
-# --- plot ---------------------------------------------------------------------------------------
+# --- plot: the report's PNG lives in drift_plot.py (Pillow; re-exported here) ---------------------
 
-_PANELS = (
-    ("psi", "psi", "PSI (numeric)"),
-    ("wasserstein", "wasserstein", "Wasserstein / ref. std (numeric)"),
-    ("js_distance", "jensen_shannon", "JS distance, base 2 (categorical)"),
-)
-
-
-def plot_drift(report: DriftReport) -> bytes:
-    """PNG: one panel per effect size, a bar per feature, the threshold as a dashed line.
-
-    A bar is red when the value is at or over that panel's threshold. Panels whose statistic decided
-    no verdict (e.g. Wasserstein under the default PSI rule) say "informational". Features that were
-    not judged have no bar.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    deciding = {f.statistic for f in report.features if f.note == ""}
-    if report.thresholds.numeric_rule == "either" and any(f.kind == "numeric" for f in report.features):
-        deciding |= {"psi", "wasserstein"}
-    panels = []
-    for attr, statistic, title in _PANELS:
-        rows = [(f.name, getattr(f, attr)) for f in report.features if getattr(f, attr) is not None]
-        if rows:
-            threshold = getattr(report.thresholds, attr)
-            suffix = "" if statistic in deciding else " - informational"
-            panels.append((title + suffix, rows, threshold))
-
-    # A bare Figure on the Agg canvas: no pyplot state, no display.
-    height = 1.4 + 0.28 * max([len(rows) for _, rows, _ in panels] or [1])
-    fig = Figure(figsize=(4.6 * max(len(panels), 1), height), dpi=90)
-    FigureCanvasAgg(fig)
-    if not panels:
-        ax = fig.subplots()
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no feature could be judged", ha="center", va="center")
-    else:
-        axes = fig.subplots(1, len(panels), squeeze=False)[0]
-        for ax, (title, rows, line) in zip(axes, panels, strict=True):
-            names = [name for name, _ in rows][::-1]
-            values = [v for _, v in rows][::-1]
-            colors = ["#d62728" if v >= line else "#1f77b4" for v in values]
-            ax.barh(names, values, color=colors)
-            ax.axvline(line, color="black", linestyle="--", linewidth=1, label=f"threshold {line:g}")
-            ax.set_xlim(0, max([*values, line]) * 1.15)
-            ax.set_title(title, fontsize=9)
-            ax.tick_params(labelsize=8)
-            ax.grid(True, axis="x", alpha=0.3)
-            ax.legend(loc="best", fontsize=7)
-    fig.suptitle(
-        f"Feature drift: {len(report.drifted_features)}/{len(report.counted_features)} counted features drifted, "
-        f"{report.n_current} current rows",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    return buffer.getvalue()
+from ml_assets.ml.drift_plot import plot_drift  # noqa: E402,F401
