@@ -1,5 +1,7 @@
 """The tuned SQLite instance storage: Dagster's files, readable by Dagster's own classes (the UI and daemon)."""
 
+import sqlite3
+from contextlib import closing, nullcontext
 from pathlib import Path
 
 import dagster as dg
@@ -29,7 +31,7 @@ def daily(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
 
 def _home(tmp_path: Path, text: str = "telemetry:\n  enabled: false\n") -> Path:
     home = tmp_path / "home"
-    home.mkdir()
+    home.mkdir(parents=True)
     (home / "dagster.yaml").write_text(text)
     return home
 
@@ -85,3 +87,22 @@ def test_tuned_storage_without_base_dir_or_dagster_home_names_the_problem(tmp_pa
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     with pytest.raises(dg.DagsterInvariantViolationError, match=r"TunedSqliteStorage.*no base_dir.*DAGSTER_HOME"):
         dg.DagsterInstance.local_temp(str(home))
+
+
+def _shard_layout(path: str) -> tuple:
+    with closing(sqlite3.connect(path)) as conn:
+        return (sorted(conn.execute("SELECT type, name, sql FROM sqlite_master").fetchall(), key=str),
+                conn.execute("SELECT version_num FROM alembic_version").fetchall(),
+                conn.execute("PRAGMA journal_mode").fetchall())
+
+
+def test_a_run_database_is_created_as_dagster_creates_it(tmp_path):
+    layouts = []
+    for name, tune in (("default", False), ("tuned", True)):
+        home = _home(tmp_path / name)
+        with dg.DagsterInstance.local_temp(str(home)) as default, (tuned(default) if tune else nullcontext(default)) \
+                as instance:
+            result = _run_range(instance)
+            assert result.success
+            layouts.append(_shard_layout(instance.event_log_storage.path_for_shard(result.run_id)))
+    assert layouts[0] == layouts[1]  # same tables, indexes, alembic revision and WAL journal
