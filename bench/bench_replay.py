@@ -8,7 +8,12 @@ labels + clusters; monitoring; training; serving), the days, the held-back days 
 version). `--out` writes it to bench/results/replay.json. The load average before and after is
 reported: on a shared machine the seconds are not those of a quiet one.
 
-    .venv/bin/python bench/bench_replay.py [--start 2013-01-01] [--end 2013-06-30] [--step-days 7] [--out PATH]
+The instance's SQLite storage goes through ml_assets.defs.instance_storage.TunedSqliteStorage as
+`ml-assets replay` does; `--default-storage` uses Dagster's own SQLite classes (same files) to
+measure what the tuning saves; `--per-day` runs raw and monitoring one day per run.
+
+    .venv/bin/python bench/bench_replay.py [--start 2013-01-01] [--end 2013-06-30] [--step-days 7]
+        [--default-storage] [--per-day] [--out PATH]
 """
 
 import argparse
