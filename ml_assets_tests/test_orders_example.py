@@ -95,7 +95,8 @@ def test_orders_example_from_files_to_a_served_champion(tmp_path):
     assert judged, "no day after the first model has a drift verdict:\n" + out[-6000:]
     # The drift verdicts weigh features by the champion's permutation importance (stored once per champion);
     # on these stable weeks none of them asks for a retrain.
-    stored = sorted((tmp_path / "store").rglob("artifacts/importance/orders/v*.json"))
+    stored = sorted(path for path in (tmp_path / "store").rglob("artifacts/importance/orders/v*.json")
+                    if re.fullmatch(r"v\d+\.json", path.name))  # not the store's sidecar (v2.json.json)
     assert stored, "no stored feature importance of the champion"
     importance = json.loads(stored[0].read_text())
     assert importance["note"] == "" and max(importance["importance"].values()) > 0, importance
