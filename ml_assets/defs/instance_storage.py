@@ -20,21 +20,22 @@ and change three things:
   with the migration scripts read once per process instead of once per run (0.3-0.9 s each).
 
 The files are ordinary Dagster SQLite storage: the webserver and daemon read them with Dagster's own
-classes or these. Configured in dagster.yaml as::
+classes or these. ``tuned(instance)`` / ``tuned_instance`` apply it to an instance on Dagster's
+default SQLite storage, on that instance's own files (the replay: ``ml-assets replay``, ``make
+demo``). It can also be configured in dagster.yaml, with base_dir required: a custom storage cannot
+learn which home it was loaded from, so a default such as $DAGSTER_HOME/storage would be wrong for
+an instance loaded from another folder::
 
     storage:
       custom:
         module: ml_assets.defs.instance_storage
         class: TunedSqliteStorage
         config:
-          base_dir: /path/to/dagster_home/storage   # optional: default $DAGSTER_HOME/storage
-
-or applied to an instance whose storage is Dagster's default SQLite (``tuned_instance``, the replay).
+          base_dir: /path/to/dagster_home/storage
 """
 
 from __future__ import annotations
 
-import os
 import sqlite3
 import time
 from collections import OrderedDict
@@ -251,20 +252,12 @@ class TunedSqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def config_type(cls):
-        return {"base_dir": dg.Field(dg.StringSource, is_required=False,
-                                     description="folder of the SQLite files (default: $DAGSTER_HOME/storage, "
-                                                 "where Dagster's default SQLite storage keeps them)")}
+        return {"base_dir": dg.Field(dg.StringSource, description="folder of the SQLite files (Dagster's default "
+                                                                  "SQLite storage keeps them in DAGSTER_HOME/storage)")}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> TunedSqliteStorage:  # ty: ignore[invalid-method-override]
-        base_dir = config_value.get("base_dir")
-        if not base_dir:
-            home = os.environ.get("DAGSTER_HOME")
-            if not home:
-                raise dg.DagsterInvariantViolationError(
-                    f"{STORAGE_CLASS} (dagster.yaml storage): no base_dir configured and DAGSTER_HOME is not set")
-            base_dir = os.path.join(home, "storage")
-        return cls.from_local(base_dir, inst_data=inst_data)
+        return cls.from_local(config_value["base_dir"], inst_data=inst_data)
 
 
 def _default_sqlite_base_dir(ref: InstanceRef) -> str | None:

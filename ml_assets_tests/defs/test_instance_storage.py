@@ -71,10 +71,10 @@ def test_tuned_instance_writes_what_dagsters_own_sqlite_classes_read(tmp_path):
         assert check[dg.AssetCheckKey(dg.AssetKey("daily"), "even_day")].run_id == result.run_id
 
 
-def test_tuned_storage_from_dagster_yaml_defaults_to_dagster_homes_storage_folder(tmp_path, monkeypatch):
-    home = _home(tmp_path, TUNED_YAML)
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    with dg.DagsterInstance.get() as instance:
+def test_tuned_storage_from_dagster_yaml_in_dagster_homes_storage_folder(tmp_path):
+    home = tmp_path / "home"
+    _home(tmp_path, TUNED_YAML + f"    config:\n      base_dir: {home / 'storage'}\n")
+    with dg.DagsterInstance.local_temp(str(home)) as instance:
         assert isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
         assert tuned_instance(instance) is instance  # already tuned: nothing to change
         assert _run_range(instance).success
@@ -82,10 +82,9 @@ def test_tuned_storage_from_dagster_yaml_defaults_to_dagster_homes_storage_folde
     assert (home / "storage" / "history" / "runs" / "index.db").is_file()
 
 
-def test_tuned_storage_without_base_dir_or_dagster_home_names_the_problem(tmp_path, monkeypatch):
+def test_tuned_storage_without_base_dir_is_a_config_error_naming_it(tmp_path):
     home = _home(tmp_path, TUNED_YAML)
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
-    with pytest.raises(dg.DagsterInvariantViolationError, match=r"TunedSqliteStorage.*no base_dir.*DAGSTER_HOME"):
+    with pytest.raises(dg.DagsterInvalidConfigError, match="base_dir"):
         dg.DagsterInstance.local_temp(str(home))
 
 
