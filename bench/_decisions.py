@@ -31,15 +31,16 @@ def pooled(case: dict, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
 def intervals_if_needed(promotion, y, p, days) -> dict:
     """The candidate's absolute-bar intervals, as the evaluation step stores them.
 
-    The bootstrap costs seconds per call, so it runs only when a point estimate misses a bar in
-    BARS: a point estimate on the right side of a bar leaves the interval's far end on the right
+    The bootstrap costs seconds per call, so it runs only for a bar in BARS the point estimate
+    misses: a point estimate on the right side of a bar leaves the interval's far end on the right
     side too, and the rule (fail only when the WHOLE interval misses) passes either way.
     """
     metrics = compute_metrics(y, p, promotion.decision_threshold)
-    missed = (metrics.roc_auc is None or metrics.roc_auc < BARS["roc_auc"]) or metrics.ece > BARS["ece"]
+    missed = {metric: bar for metric, bar in BARS.items()
+              if (metrics.roc_auc is None or metrics.roc_auc < bar if metric == "roc_auc" else metrics.ece > bar)}
     if not missed:
         return {}
-    return absolute_intervals(promotion.model_copy(update={"absolute": BARS}), y, p, days)
+    return absolute_intervals(promotion.model_copy(update={"absolute": missed}), y, p, days)
 
 
 def judge(promotion, y, p_candidate, p_reference, p_baseline, slices, days, intervals: dict):
