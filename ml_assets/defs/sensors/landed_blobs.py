@@ -86,8 +86,9 @@ def retry_at(attempts: list[dg.RunRecord]) -> dt.datetime | None:
 def landed_blobs_sensor(context: dg.SensorEvaluationContext, blob_store: BlobStoreResource):
     instance = context.instance
     if unlimited := ensure_pool_limits(instance):
-        context.log.warning(f"pools {unlimited} have no limit on this instance: Spark runs may overlap "
-                            "(set concurrency.pools.default_limit in dagster.yaml)")
+        context.log.warning(f"pools {unlimited} have no limit on this instance: their steps (Spark sessions, "
+                            "candidate fits) may overlap without bound (set concurrency.pools.default_limit "
+                            "in dagster.yaml)")
     landed = landed_day_versions(blob_store.blob_store())
     valid_days = set(daily_partitions.get_partition_keys())
     for day in sorted(set(landed) - valid_days):
