@@ -19,7 +19,6 @@ from ml_assets.ml.raw import PARTITION_COLUMN
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import LazySparkResource, SparkDataFrame
 from ml_assets.storage import DatasetStore
-from ml_assets.storage.local import LocalBlobStore
 
 _SPLIT_COLUMN = "__partition"
 
@@ -150,24 +149,8 @@ def _write_in_store(frame: SparkDataFrame, datasets: DatasetStore, table: str, k
         rows = _count_staged(frame, datasets, uri, staged, keys, set(missing))
         datasets.publish_staged_many(table, {key: staged[key or "all"] for key in keys})
     finally:
-        _discard(datasets, staging)
+        datasets.discard(staging)
     return rows
-
-
-def _discard(datasets: DatasetStore, staging: str) -> None:
-    """Remove a staging prefix. On a local store also its folders: the published files were moved
-    out of them, so no delete is left to prune them (the raw local file system writes no .crc)."""
-    datasets.discard(staging)
-    if isinstance(datasets.blobs, LocalBlobStore):
-        folder = datasets.blobs.root / staging
-        shutil.rmtree(folder, ignore_errors=True)
-        parent = folder.parent
-        while parent != datasets.blobs.root and parent.is_dir() and not any(parent.iterdir()):
-            try:
-                parent.rmdir()
-            except OSError:
-                break  # another write staged something there meanwhile
-            parent = parent.parent
 
 
 def _staged_by_key(datasets: DatasetStore, staging: str) -> dict[str, list[str]]:
@@ -193,7 +176,7 @@ def _stage_empty(frame: SparkDataFrame, datasets: DatasetStore, table: str, stag
             datasets.blobs.put_file(f"{staging}/{_split_dirname(key)}/part-00000-empty.parquet", local)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-        _discard(datasets, side)
+        datasets.discard(side)
 
 
 def _scratch(datasets: DatasetStore) -> Path:

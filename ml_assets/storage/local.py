@@ -336,14 +336,31 @@ class LocalBlobStore(BlobStore):
         with self._locked(key):
             path.unlink(missing_ok=True)
             self._sidecar(key).unlink(missing_ok=True)
-        # Drop folders the delete left empty, up to the root.
-        parent = self._path(key).parent
-        while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+        self._prune(self._path(key).parent)
+
+    def delete_prefix(self, prefix: str) -> int:
+        deleted = super().delete_prefix(prefix)
+        # Also the folders left with no file: a rename out of them (DatasetStore publishing staged
+        # files) deletes nothing there, so no delete pruned them.
+        folder = self.root / prefix.rstrip("/")
+        if prefix.strip("/") and folder.is_dir() and self.root in folder.resolve().parents:
+            for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                if not any(sub.iterdir()):
+                    try:
+                        sub.rmdir()
+                    except OSError:
+                        pass  # a concurrent write put something there again
+        self._prune(folder)
+        return deleted
+
+    def _prune(self, folder: Path) -> None:
+        """Drop `folder` and its parents while they are empty, up to the root."""
+        while folder != self.root and folder.is_dir() and not any(folder.iterdir()):
             try:
-                parent.rmdir()
+                folder.rmdir()
             except OSError:
                 break  # a concurrent write put something there again
-            parent = parent.parent
+            folder = folder.parent
 
     def local_dir(self, prefix: str, cache_dir: Path) -> Path:
         path = self.root / prefix.rstrip("/")

@@ -654,3 +654,18 @@ def test_local_stale_temp_files_are_listed_and_deleted(tmp_path: Path):
     assert not debris.exists() and fresh.exists() and store.get("a/b.bin") == b"kept"
     with pytest.raises(BlobStoreError, match="not a temp file"):
         store.delete_temp_file("a/b.bin")
+
+
+def test_local_delete_prefix_drops_the_folders_a_rename_emptied(tmp_path: Path):
+    # Publishing staged files renames them out of their folders: no delete prunes those folders then.
+    store = LocalBlobStore(tmp_path / "s")
+    store.put("staging/run-1/day=2024-01-01/part-0.parquet", b"rows")
+    store.put("staging/run-1/_SUCCESS", b"")
+    store.put("staging/run-2/part-0.parquet", b"other write")
+    (tmp_path / "s" / "published").mkdir()
+    os.replace(tmp_path / "s" / "staging/run-1/day=2024-01-01/part-0.parquet", tmp_path / "s" / "published/part-0.parquet")
+
+    assert store.delete_prefix("staging/run-1/") == 1  # the marker; the data file was moved out
+    assert not (tmp_path / "s" / "staging" / "run-1").exists()
+    assert store.get("staging/run-2/part-0.parquet") == b"other write"  # another staging prefix is kept
+    assert (tmp_path / "s" / "published" / "part-0.parquet").read_bytes() == b"rows"
