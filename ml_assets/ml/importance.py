@@ -33,12 +33,14 @@ def permutation_importance(predict: Callable[[pd.DataFrame], np.ndarray], frame:
     rng = np.random.default_rng(seed)
     base = roc_auc_score(y, predict(frame))
     importance = {}
+    shuffled = frame.copy()  # one copy: each feature's column is shuffled in it, then put back
     for name in features:
+        original = frame[name].to_numpy()
         losses = []
         for _ in range(repeats):
-            shuffled = frame.copy()
-            shuffled[name] = frame[name].to_numpy()[rng.permutation(len(frame))]
+            shuffled[name] = original[rng.permutation(len(frame))]
             losses.append(base - roc_auc_score(y, predict(shuffled)))
+        shuffled[name] = frame[name]
         importance[name] = max(float(np.mean(losses)), 0.0)
     return importance
 
