@@ -71,6 +71,14 @@ def _comparisons(pooled, best: str, champion: str | None, baseline: str) -> dict
     return out
 
 
+def _slice_frame(frame, dimensions: list[str]):
+    """The slice columns of `frame` (cluster ids as integers, not floats)."""
+    slices = frame[dimensions].copy()
+    if CLUSTER_COLUMN in slices:
+        slices[CLUSTER_COLUMN] = slices[CLUSTER_COLUMN].astype("Int64")
+    return slices
+
+
 def _pooled(training_set: SparkDataFrame, holdout, predictions: dict, fresh: dict[str, int], champion,
             slices, blob_store: BlobStoreResource):
     """Every contender's scores on the validation rows of all training.folds.k folds (the latest: the holdout).
@@ -114,10 +122,8 @@ def _pooled(training_set: SparkDataFrame, holdout, predictions: dict, fresh: dic
             label, model, train_days = champion
             # Unknown training days (older manifests): the champion is judged on the holdout only.
             scores[label] = unseen_scores(days, train_days, model.predict_proba(validation))
-        fold_slices = validation[list(slices.columns)].copy()
-        if CLUSTER_COLUMN in fold_slices:
-            fold_slices[CLUSTER_COLUMN] = fold_slices[CLUSTER_COLUMN].astype("Int64")
-        earlier.append(FoldScores(validation[SPEC.label.name].to_numpy(), days, scores, fold_slices))
+        earlier.append(FoldScores(validation[SPEC.label.name].to_numpy(), days, scores,
+                                  _slice_frame(validation, list(slices.columns))))
     return pool_folds([*earlier, latest])
 
 
@@ -162,9 +168,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         contenders[f"champion v{champion}"] = champion
     y = holdout[SPEC.label.name].to_numpy()
     dimensions = [d for d in SPEC.promotion.slice_dimensions if d in holdout.columns]
-    slices = holdout[dimensions].copy()
-    if CLUSTER_COLUMN in slices:
-        slices[CLUSTER_COLUMN] = slices[CLUSTER_COLUMN].astype("Int64")  # ids, not floats
+    slices = _slice_frame(holdout, dimensions)
     predictions, manifest_digests, champion_model = {}, {}, None
     for label, version in contenders.items():
         stored = store.get(MODEL_NAME, version)
