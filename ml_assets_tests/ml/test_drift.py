@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from ml_assets.ml import drift as drift_module
+from ml_assets.ml import drift_reference
 from ml_assets.ml.drift import (
     OTHER,
     CategoricalReference,
@@ -239,8 +240,9 @@ def test_drift_reads_only_the_stored_reference(reference, monkeypatch):
     def forbidden(*args, **kwargs):
         raise AssertionError("drift() recomputed reference statistics")
 
-    monkeypatch.setattr(drift_module, "reference_stats", forbidden)
-    monkeypatch.setattr(drift_module, "_inner_edges", forbidden)
+    for module in (drift_module, drift_reference):
+        monkeypatch.setattr(module, "reference_stats", forbidden)
+        monkeypatch.setattr(module, "_inner_edges", forbidden)
     report = drift(ReferenceStats.from_json(text), current)
     assert report == expected
     assert report.n_current == 900 and len(report.features) == 14
