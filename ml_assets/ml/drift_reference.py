@@ -57,7 +57,8 @@ class NumericReference:
             raise ValueError(f"{self.name}: {len(edges) - 1} bins but {len(self.bin_fractions)} fractions")
         object.__setattr__(self, "_inner", np.asarray(edges[1:-1], dtype=np.float64))
         object.__setattr__(self, "_fractions", np.asarray(self.bin_fractions, dtype=np.float64))
-        object.__setattr__(self, "_sample", np.asarray(self.sorted_sample, dtype=np.float64))
+        # Sorted here (a no-op for a stored reference) so that drift may rely on it.
+        object.__setattr__(self, "_sample", np.sort(np.asarray(self.sorted_sample, dtype=np.float64)))
 
     @property
     def n_non_null(self) -> int:

@@ -343,3 +343,16 @@ def test_plot_is_a_png(reference):
     # Nothing judged still draws.
     empty = drift(reference, flights_like(10, seed=3))
     assert plot_drift(empty)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(("n_sample", "n_current"), [(5000, 6551), (40, 31), (5000, 900)])
+def test_sample_tests_match_scipy(n_sample, n_current):
+    # One merge gives both: the KS p-value exactly as scipy's asymptotic ks_2samp, the Wasserstein
+    # distance as scipy's up to the last bits of its final sum (numpy's, not BLAS's dot). Ties included.
+    rng = np.random.default_rng(n_sample + n_current)
+    sample = np.sort(np.round(rng.normal(10, 3, n_sample), 1))
+    current = np.round(rng.normal(10.5, 3, n_current), 1)
+    distance, p_value = drift_module._sample_tests(sample, np.sort(current), True)
+    assert distance == pytest.approx(stats.wasserstein_distance(sample, current), rel=1e-12)
+    assert p_value == stats.ks_2samp(sample, current, method="asymp").pvalue
+    assert drift_module._sample_tests(sample, np.sort(current), False) == (distance, None)
