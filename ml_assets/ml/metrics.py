@@ -139,8 +139,7 @@ def _bin_edges(bins: int) -> np.ndarray:
 
 def _bin_sums(y: np.ndarray, p: np.ndarray, bins: int) -> tuple[np.ndarray, ...]:
     edges = _bin_edges(bins)
-    # Bins are [e_i, e_i+1) except the last, which also holds p == 1.
-    index = np.clip(np.searchsorted(edges, p, side="right") - 1, 0, bins - 1)
+    index = _bin_index(p, bins)
     counts = np.bincount(index, minlength=bins)
     sum_p = np.bincount(index, weights=p, minlength=bins)
     sum_y = np.bincount(index, weights=y, minlength=bins)
@@ -168,11 +167,22 @@ def _ranking(y_desc: np.ndarray, p_desc: np.ndarray) -> tuple[float | None, floa
     last = np.r_[np.flatnonzero(np.diff(p_desc)), n - 1]  # last row of each distinct p
     tps = np.cumsum(y_desc, dtype=np.int64)[last].astype(float)
     fps = (last + 1) - tps
+    roc_auc = _roc_auc(tps, fps, positives, n)
     tpr = np.r_[0.0, tps / positives]
-    fpr = np.r_[0.0, fps / (n - positives)]
-    roc_auc = float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
     pr_auc = float(np.sum(np.diff(tpr) * (tps / (tps + fps))))
     return roc_auc, pr_auc
+
+
+def _roc_auc(tps: np.ndarray, fps: np.ndarray, positives: int, n: int) -> float:
+    """Trapezoid ROC AUC from the cumulative true/false positive counts at each distinct threshold."""
+    tpr = np.r_[0.0, tps / positives]
+    fpr = np.r_[0.0, fps / (n - positives)]
+    return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1])) / 2.0)
+
+
+def _bin_index(p: np.ndarray, bins: int) -> np.ndarray:
+    # Bins are [e_i, e_i+1) except the last, which also holds p == 1.
+    return np.clip(np.searchsorted(_bin_edges(bins), p, side="right") - 1, 0, bins - 1)
 
 
 def _metrics(y: np.ndarray, p: np.ndarray, threshold: float, *, presorted: bool = False) -> Metrics:
@@ -229,17 +239,90 @@ def calibration(y_true, p, bins: int = 10) -> Calibration:
 
 
 
-def metric_function(metric: str, threshold: float = 0.5) -> Callable[[np.ndarray, np.ndarray], float | None]:
+class MetricFunction:
+    """metric(y, p) on validated arrays (None when undefined), computing only that metric.
+
+    ``on_rows(y, p)`` returns ``rows -> metric(y[rows], p[rows])`` (rows: an integer index array,
+    repeats allowed), for a bootstrap that evaluates the metric on a thousand row sets. For
+    roc_auc and ece it does the per-row work (sorting, binning) once and each row set costs a few
+    ``np.bincount``: the same integer counts and the same float operations in the same order as
+    ``metric(y[rows], p[rows])``, so the values are bit-identical (ml_assets_tests/ml/test_metrics.py).
+    """
+
+    def __init__(self, metric: str, compute: Callable[[np.ndarray, np.ndarray], float | None],
+                 on_rows: Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], float | None]] | None = None):
+        self.metric = metric
+        self._compute = compute
+        self._on_rows = on_rows
+
+    def __call__(self, y: np.ndarray, p: np.ndarray) -> float | None:
+        return self._compute(y, p)
+
+    def on_rows(self, y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], float | None]:
+        if self._on_rows is not None:
+            return self._on_rows(y, p)
+        compute = self._compute
+        return lambda rows: compute(y[rows], p[rows])
+
+
+def _roc_auc_on_rows(y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], float | None]:
+    # Sorted by descending p, rows of equal p form one group; _ranking reads only the cumulative
+    # counts at each group's end, so the AUC of any row set depends only on how many positives and
+    # rows of each group it holds (groups it misses are left out, as _ranking never sees them).
+    distinct, inverse = np.unique(p, return_inverse=True)
+    groups = distinct.size
+    # One code per (group, label), 0 for the highest p: one bincount counts rows and positives.
+    code = ((groups - 1 - inverse.reshape(-1)) * 2 + (np.asarray(y) == 1)).astype(np.intp)
+
+    def roc_auc(rows: np.ndarray) -> float | None:
+        drawn = code[rows]
+        n = int(drawn.size)
+        tally = np.bincount(drawn, minlength=2 * groups).reshape(groups, 2)
+        hits = tally[:, 1]
+        counts = tally[:, 0] + hits
+        positives = int(hits.sum())
+        if not 0 < positives < n:
+            return None
+        present = np.flatnonzero(counts)
+        ends = np.cumsum(counts)[present]  # _ranking's last + 1 (absent groups add nothing)
+        tps = np.cumsum(hits)[present].astype(float)
+        return _roc_auc(tps, ends - tps, positives, n)
+
+    return roc_auc
+
+
+def _ece_on_rows(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> Callable[[np.ndarray], float]:
+    index = _bin_index(p, bins)
+
+    def ece(rows: np.ndarray) -> float:
+        drawn = index[rows]
+        sum_p = np.bincount(drawn, weights=p[rows], minlength=bins)
+        sum_y = np.bincount(drawn, weights=y[rows], minlength=bins)
+        return float(np.abs(sum_p - sum_y).sum() / drawn.shape[0])
+
+    return ece
+
+
+def _ranked(y: np.ndarray, p: np.ndarray) -> tuple[float | None, float | None]:
+    order = np.argsort(-p, kind="stable")  # as _metrics sorts
+    return _ranking(y[order], p[order])
+
+
+def metric_function(metric: str, threshold: float = 0.5) -> MetricFunction:
     """metric(y, p) on validated arrays (None when undefined), computing only that metric."""
     if metric not in HIGHER_IS_BETTER:
         raise ValueError(f"unknown metric {metric!r}; known: {list(METRICS)}")
     if metric == "ece":
-        return lambda y, p: _ece(y, p)
+        return MetricFunction(metric, lambda y, p: _ece(y, p), _ece_on_rows)
     if metric == "brier":
-        return lambda y, p: float(np.mean((p - y) ** 2))
+        return MetricFunction(metric, lambda y, p: float(np.mean((p - y) ** 2)))
     if metric == "accuracy":
-        return lambda y, p: float(np.mean((p >= threshold) == (y == 1)))
-    return lambda y, p: getattr(_metrics(y, p, threshold), metric)
+        return MetricFunction(metric, lambda y, p: float(np.mean((p >= threshold) == (y == 1))))
+    if metric == "roc_auc":
+        return MetricFunction(metric, lambda y, p: _ranked(y, p)[0], _roc_auc_on_rows)
+    if metric == "pr_auc":
+        return MetricFunction(metric, lambda y, p: _ranked(y, p)[1])
+    return MetricFunction(metric, lambda y, p: getattr(_metrics(y, p, threshold), metric))
 
 
 def metric_intervals(y_true, p, metrics, *, threshold: float = 0.5, confidence: float = 0.95,

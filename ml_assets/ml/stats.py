@@ -176,13 +176,14 @@ def paired_bootstrap(
         members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
         if len(members) < 2:
             raise ValueError("a group bootstrap needs at least 2 groups")
+    on_a, on_b = _on_rows(metric, labels, a), _on_rows(metric, labels, b)
     draws, undefined = [], 0
     for _ in range(resamples):
         if members is None:
             rows = rng.integers(0, labels.size, labels.size)
         else:
             rows = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
-        da, db = metric(labels[rows], a[rows]), metric(labels[rows], b[rows])
+        da, db = on_a(rows), on_b(rows)
         if _defined(da) and _defined(db):
             draws.append(da - db)
         else:
@@ -195,6 +196,14 @@ def paired_bootstrap(
     return PairedDifference("bootstrap", float(value_a - value_b), float(samples.std(ddof=1)), float(low),
                             float(high), confidence, float(value_a), float(value_b), int(labels.size),
                             positives, tuple(float(s) for s in samples), undefined)
+
+
+def _on_rows(metric, labels: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], float | None]:
+    """rows -> metric(labels[rows], scores[rows]); a metric with ``on_rows`` (ml_assets.ml.metrics.MetricFunction)
+    precomputes what every resample shares and returns bit-identical values."""
+    if hasattr(metric, "on_rows"):
+        return metric.on_rows(labels, scores)
+    return lambda rows: metric(labels[rows], scores[rows])
 
 
 def _defined(value) -> bool:
@@ -363,10 +372,11 @@ def _percentile_interval(labels: np.ndarray, scores: np.ndarray, positives: int,
     if not _defined(value):
         raise ValueError("the metric is undefined on these rows (e.g. a single class)")
     rng = np.random.default_rng(seed)
+    on_rows = _on_rows(metric, labels, scores)
     draws = []
     for _ in range(resamples):
-        rows = draw_rows(rng)
-        draw = metric(labels[rows], scores[rows])
+        rows = draw_rows(rng)  # the same draws, in the same order, whatever the metric
+        draw = on_rows(rows)
         if _defined(draw):
             draws.append(draw)
     if len(draws) < resamples // 2:

@@ -134,3 +134,43 @@ def test_normal_quantile_matches_scipy():
         assert normal_quantile(confidence) == pytest.approx(norm.ppf(0.5 + confidence / 2))
     with pytest.raises(ValueError, match="confidence"):
         normal_quantile(1.0)
+
+
+def _rounded_scores(rng, y, decimals):
+    # Rounding makes ties (within and across classes), as float32 model outputs do.
+    return np.round(np.clip(0.3 * y + rng.random(y.size) * 0.7, 0.0, 1.0), decimals)
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "ece", "pr_auc", "brier"])
+def test_metric_on_rows_is_bit_identical_to_the_metric_on_the_drawn_rows(metric):
+    from ml_assets.ml.metrics import metric_function
+
+    rng = np.random.default_rng(11)
+    for n, decimals in ((9, 1), (500, 2), (3000, 6)):
+        y = (rng.random(n) < 0.3).astype(np.int8)
+        p = _rounded_scores(rng, y, decimals)
+        function = metric_function(metric)
+        on_rows = function.on_rows(y, p)
+        for size in (n, n // 2, 3):
+            for _ in range(50):
+                rows = rng.integers(0, n, size)
+                expected = function(y[rows], p[rows])
+                assert on_rows(rows) == expected  # None alike when one class is drawn
+
+
+def test_bootstrap_intervals_equal_the_per_resample_metric_to_the_last_bit():
+    from ml_assets.ml.metrics import metric_function
+    from ml_assets.ml.stats import bootstrap_interval, group_bootstrap_interval
+
+    rng = np.random.default_rng(12)
+    y = (rng.random(1200) < 0.25).astype(np.int8)
+    p, q = _rounded_scores(rng, y, 3), _rounded_scores(rng, y, 2)
+    days = np.repeat(np.arange(12), 100)
+    for metric in ("roc_auc", "ece"):
+        fast = metric_function(metric)
+        plain = lambda t, s, f=fast: f(t, s)  # noqa: E731 - no on_rows: evaluated on y[rows], p[rows]
+        assert bootstrap_interval(y, p, fast, resamples=300) == bootstrap_interval(y, p, plain, resamples=300)
+        assert (group_bootstrap_interval(y, p, fast, days, resamples=200)
+                == group_bootstrap_interval(y, p, plain, days, resamples=200))
+        fast_pair, plain_pair = (paired_bootstrap(y, p, q, f, resamples=200, groups=days) for f in (fast, plain))
+        assert fast_pair == plain_pair and len(fast_pair.samples) == 200
