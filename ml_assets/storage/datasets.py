@@ -21,8 +21,10 @@ copies downloaded into the driver's cache and writes into a driver-local folder:
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +39,12 @@ _POINTER = "_CURRENT"
 STAGING_PREFIX = "_staging"
 #: Partitions of a range published at once (threads: remote stores spend it in round trips).
 PUBLISH_WORKERS = 8
+#: Partition versions whose Arrow tables `read_frame` keeps (least recently read dropped first):
+#: a few weeks of days of a few tables (a flights day is ~1,000 rows).
+VERSION_TABLES_KEPT = 128
+# (store location, version prefix, columns) -> the version's tables. Arrow tables are immutable.
+_VERSION_TABLES: OrderedDict[tuple, list] = OrderedDict()
+_VERSION_TABLES_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -205,18 +213,35 @@ class DatasetStore:
         ]
 
     def read_frame(self, table: str, partitions: Iterable[str], columns: list[str] | None = None):
-        """The live versions of the partitions as one pandas frame (no Spark: small reads only)."""
+        """The live versions of the partitions as one pandas frame (no Spark: small reads only).
+
+        Each partition version's Arrow tables are kept in memory (``_VERSION_TABLES``): a version's
+        files never change, and monitoring reads the same days again for every trailing window."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         partitions = list(partitions)
         pieces = []
-        for path in self.local_paths(table, partitions):
-            for file in sorted(Path(path).rglob("*.parquet")):
-                pieces.append(pq.read_table(file, columns=columns))
+        for partition in partitions:
+            pieces += self._version_tables(self.require(table, partition), columns)
         if not pieces:
             raise BlobNotFoundError(f"{table} has no Parquet files in partitions {partitions}")
         return pa.concat_tables(pieces, promote_options="permissive").to_pandas()
+
+    def _version_tables(self, version: PartitionVersion, columns: list[str] | None) -> list:
+        import pyarrow.parquet as pq
+
+        key = (self.blobs.location, version.prefix, None if columns is None else tuple(columns))
+        with _VERSION_TABLES_LOCK:
+            if key in _VERSION_TABLES:
+                _VERSION_TABLES.move_to_end(key)
+                return _VERSION_TABLES[key]
+        path = self.blobs.local_dir(version.prefix, self.cache_dir)
+        tables = [pq.read_table(file, columns=columns) for file in sorted(Path(path).rglob("*.parquet"))]
+        with _VERSION_TABLES_LOCK:
+            _VERSION_TABLES[key] = tables
+            while len(_VERSION_TABLES) > VERSION_TABLES_KEPT:
+                _VERSION_TABLES.popitem(last=False)
+        return tables
 
     def row_count(self, table: str, partition: str) -> int | None:
         """Rows in the live version of a partition, from Parquet footers; None if it has none."""

@@ -239,3 +239,33 @@ def test_spark_paths_are_the_store_itself_for_the_local_store(tmp_path):
     assert datasets.shared and datasets.spark_root == str(store.root)
     assert datasets.spark_paths("t", ["2024-01-01"]) == [str(store.root / version.prefix)]
     assert not (tmp_path / "cache").exists()  # nothing downloaded for Spark
+
+
+def test_read_frame_reads_a_version_once_and_follows_republishing(datasets: DatasetStore, tmp_path: Path,
+                                                                  monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def version(name: str, values: list[int]) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        pq.write_table(pa.table({"x": values, "y": [str(v) for v in values]}), folder / "part-0.parquet")
+        return folder
+
+    datasets.publish("t", "2024-02-01", version("a", [1, 2]))
+    datasets.publish("t", "2024-02-02", version("b", [3]))
+    reads = []
+    real_read = pq.read_table
+    monkeypatch.setattr(pq, "read_table", lambda *a, **k: reads.append(a[0]) or real_read(*a, **k))
+    days = ["2024-02-01", "2024-02-02"]
+    first = datasets.read_frame("t", days, columns=["x"])
+    assert first["x"].tolist() == [1, 2, 3] and list(first.columns) == ["x"] and len(reads) == 2
+    # Same versions again (another window holding them): no file is read again, an equal frame comes back.
+    first.loc[0, "x"] = 99  # the caller's frame is its own
+    assert datasets.read_frame("t", days, columns=["x"])["x"].tolist() == [1, 2, 3] and len(reads) == 2
+    assert datasets.read_frame("t", days[:1])["y"].tolist() == ["1", "2"] and len(reads) == 3  # other columns
+    # A new live version is read from its own files.
+    datasets.publish("t", "2024-02-01", version("c", [7]))
+    assert datasets.read_frame("t", days, columns=["x"])["x"].tolist() == [7, 3] and len(reads) == 4
+    with pytest.raises(BlobNotFoundError, match="2024-02-03"):
+        datasets.read_frame("t", ["2024-02-03"])
