@@ -39,11 +39,11 @@ _POINTER = "_CURRENT"
 STAGING_PREFIX = "_staging"
 #: Partitions of a range published at once (threads: remote stores spend it in round trips).
 PUBLISH_WORKERS = 8
-#: Partition versions whose Arrow tables `read_frame` keeps (least recently read dropped first):
-#: a few weeks of days of a few tables (a flights day is ~1,000 rows).
-VERSION_TABLES_KEPT = 128
-# (store location, version prefix, columns) -> the version's tables. Arrow tables are immutable.
-_VERSION_TABLES: OrderedDict[tuple, list] = OrderedDict()
+#: Bytes of partition versions' Arrow tables `read_frame` keeps in memory, least recently read
+#: dropped first: weeks of days of a table at flights' ~1,000 rows (~0.1 MB) a day, a few at 100k.
+VERSION_TABLES_MAX_BYTES = 256 * 2**20
+# (store location, version prefix, columns) -> (the version's tables, their bytes). Arrow tables are immutable.
+_VERSION_TABLES: OrderedDict[tuple, tuple[list, int]] = OrderedDict()
 _VERSION_TABLES_LOCK = threading.Lock()
 
 
@@ -234,13 +234,15 @@ class DatasetStore:
         with _VERSION_TABLES_LOCK:
             if key in _VERSION_TABLES:
                 _VERSION_TABLES.move_to_end(key)
-                return _VERSION_TABLES[key]
+                return _VERSION_TABLES[key][0]
         path = self.blobs.local_dir(version.prefix, self.cache_dir)
         tables = [pq.read_table(file, columns=columns) for file in sorted(Path(path).rglob("*.parquet"))]
+        size = sum(t.nbytes for t in tables)
         with _VERSION_TABLES_LOCK:
-            _VERSION_TABLES[key] = tables
-            while len(_VERSION_TABLES) > VERSION_TABLES_KEPT:
-                _VERSION_TABLES.popitem(last=False)
+            _VERSION_TABLES[key] = (tables, size)
+            total = sum(kept for _, kept in _VERSION_TABLES.values())
+            while total > VERSION_TABLES_MAX_BYTES and _VERSION_TABLES:
+                total -= _VERSION_TABLES.popitem(last=False)[1][1]
         return tables
 
     def row_count(self, table: str, partition: str) -> int | None:

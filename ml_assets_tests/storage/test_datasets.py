@@ -269,3 +269,8 @@ def test_read_frame_reads_a_version_once_and_follows_republishing(datasets: Data
     assert datasets.read_frame("t", days, columns=["x"])["x"].tolist() == [7, 3] and len(reads) == 4
     with pytest.raises(BlobNotFoundError, match="2024-02-03"):
         datasets.read_frame("t", ["2024-02-03"])
+    # Over the memory budget nothing is kept: every read reads the files.
+    monkeypatch.setattr("ml_assets.storage.datasets.VERSION_TABLES_MAX_BYTES", 0)
+    for _ in range(2):
+        assert datasets.read_frame("t", ["2024-02-02"], columns=["y"])["y"].tolist() == ["3"]
+    assert len(reads) == 6
