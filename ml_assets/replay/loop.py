@@ -18,6 +18,7 @@ from ml_assets.replay.materialize import QUIET, RANGE_END_TAG, RANGE_START_TAG, 
 from ml_assets.replay.monitor import LAG, Monitoring, shift_day
 from ml_assets.replay.serving import ReplayError, probe_serving, wait_until_served
 from ml_assets.replay.timeline import CycleOutcome, ReplayReport, TimelineRow, waiting_for
+from ml_assets.replay.warm_up import start_warm_up
 
 __all__ = ["QUIET", "RANGE_END_TAG", "RANGE_START_TAG", "Replay", "ReplayError"]
 
@@ -83,6 +84,7 @@ class Replay(Materializing, Monitoring):
             raise ReplayError(f"step_days must be at least 1, not {step_days}")
         rows: list[TimelineRow] = []
         store = self.resources["blob_store"].models()
+        start_warm_up(self.resources, self.log)
         with running_in_thread(create_app(ModelRegistry(store, MODEL_NAME), poll_interval=0.2)) as url:
             self.serving_url = url
             batch_start = start
