@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ml_assets.ml.raw import PARTITION_COLUMN
+from ml_assets.ml.unique_keys import KeyReport, spark_duplicate_key_columns, spark_key_report
 from ml_assets.spec.model import DatasetSpec
 
 if TYPE_CHECKING:
@@ -66,15 +67,30 @@ def schema_problems(frame: DataFrame, expected: dict[str, str]) -> list[str]:
     return problems
 
 
-def daily_profile(frame: DataFrame, columns: list[str]) -> dict[str, dict[str, float]]:
-    """Per day: row count and the null rate of each column, in one Spark aggregation."""
+def daily_profile(frame: DataFrame, columns: list[str],
+                  keys: list[str] | None = None) -> tuple[dict[str, dict[str, float]], dict[str, KeyReport]]:
+    """Per day: row count and the null rate of each column; with `keys`, also a KeyReport for each day
+    where key values occur more than once (days without duplicates are absent). One Spark query."""
     from pyspark.sql import functions as F
 
-    aggregates = [F.count(F.lit(1)).alias("__rows")]
-    aggregates += [F.sum(F.col(c).isNull().cast("long")).alias(c) for c in columns]
-    profile = {}
-    for row in frame.groupBy(PARTITION_COLUMN).agg(*aggregates).collect():
+    nulls = [f"__nulls_{i}" for i in range(len(columns))]  # a key column may also be a feature
+    if keys:
+        # (day, key) groups carry their rows and nulls; the day sums them and judges the keys.
+        groups = frame.groupBy(PARTITION_COLUMN, *keys).agg(
+            F.count(F.lit(1)).alias("__rows"),
+            *[F.sum(F.col(c).isNull().cast("long")).alias(n) for c, n in zip(columns, nulls, strict=True)])
+        per_day = groups.groupBy(PARTITION_COLUMN).agg(
+            F.sum("__rows").alias("__rows"), *[F.sum(n).alias(n) for n in nulls],
+            *spark_duplicate_key_columns(keys, "__rows"))
+    else:
+        per_day = frame.groupBy(PARTITION_COLUMN).agg(
+            F.count(F.lit(1)).alias("__rows"),
+            *[F.sum(F.col(c).isNull().cast("long")).alias(n) for c, n in zip(columns, nulls, strict=True)])
+    profile, duplicates = {}, {}
+    for row in per_day.collect():
         rows = row["__rows"]
         day = str(row[PARTITION_COLUMN])
-        profile[day] = {"rows": rows, **{c: (row[c] / rows if rows else 0.0) for c in columns}}
-    return profile
+        profile[day] = {"rows": rows, **{c: (row[n] / rows if rows else 0.0) for c, n in zip(columns, nulls, strict=True)}}
+        if keys and (report := spark_key_report(keys, row)) is not None:
+            duplicates[day] = report
+    return profile, duplicates

@@ -1,4 +1,5 @@
-"""Rows that share key values within a day: in a parsed raw day (Arrow) and in a frame of days (Spark).
+"""Rows that share key values within a day: in a parsed raw day (Arrow) and in a frame of days (Spark,
+aggregated in ml.features.daily_profile's pass).
 
 Both give a KeyReport naming the first duplicate keys and their row counts; pyarrow and pyspark are
 imported inside the functions (the code location imports the raw assets on every load).
@@ -11,7 +12,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pyarrow as pa
-    from pyspark.sql import DataFrame
+    from pyspark.sql import Column, Row
 
 #: Duplicate keys named in a verdict (the count covers them all).
 SHOWN_KEYS = 5
@@ -63,23 +64,26 @@ def _plain(value):
     return value.isoformat() if hasattr(value, "isoformat") else value
 
 
-def spark_duplicate_keys(frame: DataFrame, keys: list[str], day_column: str) -> dict[str, KeyReport]:
-    """A KeyReport per day of `frame` that has duplicate keys (days without any are absent); two Spark jobs."""
-    from pyspark.sql import Window
+def spark_duplicate_key_columns(keys: list[str], count_column: str) -> list[Column]:
+    """Per-day aggregates over a day's (key, count) groups for `spark_key_report`: the duplicated keys,
+    their extra rows and the first SHOWN_KEYS of them in key order (sorted where they are, so only
+    those few reach the driver)."""
     from pyspark.sql import functions as F
 
-    dups = frame.groupBy(day_column, *keys).count().filter(F.col("count") > 1)
-    per_day = Window.partitionBy(day_column)
-    ranked = (dups.withColumn("_keys", F.count(F.lit(1)).over(per_day))
-              .withColumn("_extra", F.sum(F.col("count") - 1).over(per_day))
-              .withColumn("_rank", F.row_number().over(per_day.orderBy(*keys)))
-              .filter(F.col("_rank") <= SHOWN_KEYS))
-    reports: dict[str, KeyReport] = {}
-    for row in ranked.orderBy(day_column, "_rank").collect():
-        day = str(row[day_column])
-        shown = {**{k: _plain(row[k]) for k in keys}, "count": row["count"]}
-        if day in reports:
-            reports[day].first.append(shown)
-        else:
-            reports[day] = KeyReport(keys, row["_keys"], row["_extra"], [shown])
-    return reports
+    duplicated = F.col(count_column) > 1
+    # A struct sorts by its fields in order, ascending with nulls first: orderBy(*keys)'s order
+    # (the keys are distinct within a day, so the count never decides).
+    shown = F.struct(*[F.col(k) for k in keys], F.col(count_column).alias("__count"))
+    return [
+        F.sum(duplicated.cast("long")).alias("__duplicated_keys"),
+        F.sum(F.when(duplicated, F.col(count_column) - 1).otherwise(0)).alias("__extra_rows"),
+        F.slice(F.sort_array(F.collect_list(F.when(duplicated, shown))), 1, SHOWN_KEYS).alias("__first_keys"),
+    ]
+
+
+def spark_key_report(keys: list[str], row: Row) -> KeyReport | None:
+    """The KeyReport of one collected per-day row of `spark_duplicate_key_columns`; None if the day has no duplicates."""
+    if not row["__duplicated_keys"]:
+        return None
+    first = [{**{k: _plain(shown[k]) for k in keys}, "count": shown["__count"]} for shown in row["__first_keys"]]
+    return KeyReport(keys, row["__duplicated_keys"], row["__extra_rows"], first)

@@ -52,7 +52,7 @@ def test_every_spark_holding_step_is_in_the_spark_pool_and_no_other():
     assert training == {"keras_candidate", "sklearn_candidate"}
     assert holding == pooled | training
     assert {"features", "labels", "cluster_model", "clusters", "training_set", "candidate_model",
-            "features_features_schema", "features_features_quality", "labels_label_rate"} <= pooled
+            "features_checks", "labels_label_rate"} <= pooled
     assert not {"raw_flights", "raw_weather", "deployed_model", "feature_drift", "live_performance"} & pooled
 
 

@@ -50,6 +50,15 @@ def test_features_unique_keys_names_the_duplicated_keys(
         "occur more than once")
     assert f"carrier={first['carrier']}, flight={first['flight']}, origin={first['origin']}" in verdict.description
 
+    # The three features checks share one step; selecting one of them runs only that one.
+    only = dg.AssetSelection.assets("features").without_checks() | dg.AssetSelection.checks(
+        dg.AssetCheckKey(dg.AssetKey("features"), "features_unique_keys"))
+    result = materialize(resources, instance, only, partition_key=DAY, raise_on_error=False)
+    assert not result.success
+    [again] = result.get_asset_check_evaluations()
+    assert (again.check_name, again.passed, again.partition) == ("features_unique_keys", False, DAY)
+    assert again.metadata["duplicates"].value == verdict.metadata["duplicates"].value
+
 
 def test_a_range_run_judges_each_day_on_its_own(local_resource, spark_resource, instance, example_frames):
     """Three days of features in ONE run, day 2 with doubled flights: only day 2 fails, each verdict has its day."""

@@ -11,8 +11,7 @@ from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY
 from ml_assets.defs.partitions import daily_partitions
 from ml_assets.ml.features import daily_profile, expected_feature_types, schema_problems
 from ml_assets.ml.labels import settled_days
-from ml_assets.ml.raw import PARTITION_COLUMN
-from ml_assets.ml.unique_keys import spark_duplicate_keys
+from ml_assets.ml.unique_keys import KeyReport
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import SparkDataFrame
 
@@ -36,18 +35,6 @@ def _result(name: str, problems: list[str], metadata: dict) -> dg.AssetCheckResu
                                metadata=metadata)
 
 
-@dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
-                pool=SPARK_POOL, retry_policy=STORE_RETRY,
-                description="Every spec feature is present with its type")
-def features_schema(context: dg.AssetCheckExecutionContext, features: SparkDataFrame) -> Iterator:
-    expected = expected_feature_types(SPEC)
-    problems = schema_problems(features, expected)
-    result = _result("features_schema", problems, {"expected": dg.MetadataValue.json(expected),
-                                                   "problems": dg.MetadataValue.json(problems)})
-    # One frame, one schema: every day of a range shares the verdict.
-    yield from _verdicts(context, FEATURES, result, lambda day: result)
-
-
 def _day_quality(stats: dict | None) -> list[str]:
     if stats is None:
         return ["no rows"]
@@ -59,11 +46,29 @@ def _day_quality(stats: dict | None) -> list[str]:
     ]
 
 
-@dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
-                pool=SPARK_POOL, retry_policy=STORE_RETRY,
-                description="Each day has enough rows and each feature's null rate is within bounds")
-def features_quality(context: dg.AssetCheckExecutionContext, features: SparkDataFrame) -> Iterator:
-    profile = daily_profile(features, SPEC.features.names)
+def _feature_check(name: str, description: str) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=features, blocking=True, partitions_def=daily_partitions,
+                             description=description)
+
+
+FEATURE_CHECKS = [
+    _feature_check("features_schema", "Every spec feature is present with its type"),
+    _feature_check("features_quality", "Each day has enough rows and each feature's null rate is within bounds"),
+    _feature_check("features_unique_keys",
+                   "The spec's key_columns are unique within each day (a join fanning out fails it)"),
+]
+
+
+def _schema_verdicts(frame: SparkDataFrame) -> tuple[dg.AssetCheckResult, Callable[[str], dg.AssetCheckResult]]:
+    expected = expected_feature_types(SPEC)
+    problems = schema_problems(frame, expected)
+    result = _result("features_schema", problems, {"expected": dg.MetadataValue.json(expected),
+                                                   "problems": dg.MetadataValue.json(problems)})
+    # One frame, one schema: every day of a range shares the verdict.
+    return result, lambda day: result
+
+
+def _quality_verdicts(profile: dict) -> tuple[dg.AssetCheckResult, Callable[[str], dg.AssetCheckResult]]:
     failures = {day: problems for day, stats in sorted(profile.items()) if (problems := _day_quality(stats))}
     whole = dg.AssetCheckResult(
         check_name="features_quality",
@@ -75,16 +80,12 @@ def features_quality(context: dg.AssetCheckExecutionContext, features: SparkData
             "failures": dg.MetadataValue.json(failures),
         },
     )
-    yield from _verdicts(context, FEATURES, whole, lambda day: _result(
-        "features_quality", _day_quality(profile.get(day)),
-        {"rows": int(profile[day]["rows"]) if day in profile else 0}))
+    return whole, lambda day: _result("features_quality", _day_quality(profile.get(day)),
+                                      {"rows": int(profile[day]["rows"]) if day in profile else 0})
 
 
-@dg.asset_check(asset=features, blocking=True, partitions_def=daily_partitions,
-                pool=SPARK_POOL, retry_policy=STORE_RETRY,
-                description="The spec's key_columns are unique within each day (a join fanning out fails it)")
-def features_unique_keys(context: dg.AssetCheckExecutionContext, features: SparkDataFrame) -> Iterator:
-    reports = spark_duplicate_keys(features, SPEC.key_columns, PARTITION_COLUMN)
+def _unique_keys_verdicts(reports: dict[str, KeyReport]) -> tuple[dg.AssetCheckResult,
+                                                                  Callable[[str], dg.AssetCheckResult]]:
     whole = dg.AssetCheckResult(
         check_name="features_unique_keys",
         passed=not reports,
@@ -97,10 +98,37 @@ def features_unique_keys(context: dg.AssetCheckExecutionContext, features: Spark
                                                  for day, r in sorted(reports.items())}),
         },
     )
-    yield from _verdicts(context, FEATURES, whole, lambda day: _result(
+    return whole, lambda day: _result(
         "features_unique_keys", [reports[day].describe()] if day in reports else [],
         {"duplicated_keys": reports[day].duplicated_keys if day in reports else 0,
-         "first": dg.MetadataValue.json(reports[day].first if day in reports else [])}))
+         "first": dg.MetadataValue.json(reports[day].first if day in reports else [])})
+
+
+@dg.multi_asset_check(specs=FEATURE_CHECKS, can_subset=True, pool=SPARK_POOL, retry_policy=STORE_RETRY,
+                      description="The features' blocking checks (schema, quality, unique keys) on one load")
+def features_checks(context: dg.AssetCheckExecutionContext, features: SparkDataFrame) -> Iterator:
+    # One step loads the frame once, and quality and unique keys share one Spark aggregation;
+    # each check keeps its own verdicts (per day in a range run). Only the selected checks run.
+    selected = {key.name for key in context.selected_asset_check_keys}
+    verdicts = []
+    if "features_schema" in selected:
+        verdicts.append(_schema_verdicts(features))
+    if selected & {"features_quality", "features_unique_keys"}:
+        keyed = "features_unique_keys" in selected
+        profile, reports = daily_profile(features, SPEC.features.names, SPEC.key_columns if keyed else None)
+        if "features_quality" in selected:
+            verdicts.append(_quality_verdicts(profile))
+        if keyed:
+            verdicts.append(_unique_keys_verdicts(reports))
+    if (days := range_days(context)) is None:
+        for whole, _ in verdicts:
+            yield whole  # Dagster gives each its day
+        return
+    yield from day_evaluations(context.instance, FEATURES,
+                               {day: [by_day(day) for _, by_day in verdicts] for day in days})
+    for spec in FEATURE_CHECKS:
+        if spec.name in selected:
+            yield dg.Output(None, output_name=spec.get_python_identifier())
 
 
 @dg.asset_check(asset=labels, blocking=True, partitions_def=daily_partitions,
