@@ -200,3 +200,27 @@ def test_with_a_label_feed_a_late_label_re_judges_every_window_holding_its_day(c
     (request,) = fired.run_requests
     assert request.tags[TRIGGER_TAG] == "performance"
     assert request.tags[retraining.TRIGGER_DAYS_TAG].split(",")[-3:] == changed[-3:]
+
+
+def test_a_range_scores_its_days_in_one_model_call_exactly_as_day_by_day(labelled_week, monkeypatch):
+    import numpy as np
+
+    from ml_assets.defs.assets import champion
+
+    store, version = labelled_week
+    manifest = store.models().get(MODEL_NAME, version).manifest
+    datasets = store.datasets()
+    days = {day: datasets.current("labels", day).version for day in WEEK}
+    champion._SCORES.clear()
+    one_by_one = {day: champion.day_labelled_scores(store, version, manifest, day, v) for day, v in days.items()}
+    champion._SCORES.clear()
+    model = champion.champion_model(store, version, manifest)
+    calls = []
+    real_predict = model.predict_proba
+    monkeypatch.setattr(model, "predict_proba", lambda frame: calls.append(len(frame)) or real_predict(frame))
+    champion.prefetch_labelled_scores(store, version, manifest, days)
+    assert calls == [sum(len(y) for y, _ in one_by_one.values())]  # one call for the week's labelled rows
+    for day, labels_version in days.items():
+        labels, scores = champion.day_labelled_scores(store, version, manifest, day, labels_version)
+        assert np.array_equal(labels, one_by_one[day][0]) and np.array_equal(scores, one_by_one[day][1])
+    assert len(calls) == 1  # the days were kept: nothing scored again

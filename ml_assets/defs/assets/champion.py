@@ -70,6 +70,14 @@ def day_probabilities(blob_store: BlobStoreResource, version: int, manifest: dic
     return _SCORES[key][0]
 
 
+def _labelled_frame(datasets, day: str):
+    """The day's labelled rows: its features joined to its labels by key."""
+    keys = [*SPEC.key_columns, PARTITION_COLUMN]
+    frame = datasets.read_frame("features", [day]).merge(
+        datasets.read_frame("labels", [day], columns=[*keys, SPEC.label.name]), on=keys, how="inner")
+    return frame[frame[SPEC.label.name].notna()]
+
+
 def day_labelled_scores(blob_store: BlobStoreResource, version: int, manifest: dict, day: str,
                         labels_version: str):
     """(labels, probabilities) of the day's labelled rows (labels joined to features by key)."""
@@ -77,13 +85,47 @@ def day_labelled_scores(blob_store: BlobStoreResource, version: int, manifest: d
     features = datasets.require("features", day)
     key = (datasets.blobs.location, version, day, features.version, labels_version)
     if key not in _SCORES:
-        keys = [*SPEC.key_columns, PARTITION_COLUMN]
-        frame = datasets.read_frame("features", [day]).merge(
-            datasets.read_frame("labels", [day], columns=[*keys, SPEC.label.name]), on=keys, how="inner")
-        frame = frame[frame[SPEC.label.name].notna()]
+        frame = _labelled_frame(datasets, day)
         probabilities = champion_model(blob_store, version, manifest).predict_proba(frame)
         _remember(key, (frame[SPEC.label.name].to_numpy().astype("int8"), probabilities))
     return _SCORES[key]
+
+
+def prefetch_labelled_scores(blob_store: BlobStoreResource, version: int, manifest: dict,
+                             days: dict[str, str]) -> None:
+    """Score the labelled rows of the days (day -> labels version) not kept yet in ONE predict_proba call,
+    so that day_labelled_scores finds them: a range run's windows need a dozen new days, and each call
+    costs ~10 ms of preprocessing besides its rows.
+
+    Only an sklearn champion, and only days whose frames have the same columns and dtypes: its scores
+    are computed row by row (trees, then the calibrator), so a row scores the same in any batch. A
+    Keras graph's matrix products may block differently with the batch size (last bits)."""
+    from ml_assets.ml.models import SKLEARN
+
+    if manifest.get("flavor") != SKLEARN:
+        return
+    datasets = blob_store.datasets()
+    todo = []
+    for day, labels_version in days.items():
+        features = datasets.current("features", day)
+        if features is None or datasets.current("labels", day) is None:
+            continue  # day_labelled_scores says what is missing, if the day is judged at all
+        key = (datasets.blobs.location, version, day, features.version, labels_version)
+        if key not in _SCORES:
+            todo.append((key, _labelled_frame(datasets, day)))
+    if len(todo) < 2 or len(todo) > _SCORES_KEPT // 2:
+        return
+    dtypes = todo[0][1].dtypes
+    if any(not frame.dtypes.equals(dtypes) for _, frame in todo):
+        return
+    import numpy as np
+    import pandas as pd
+
+    probabilities = champion_model(blob_store, version, manifest).predict_proba(
+        pd.concat([frame for _, frame in todo], ignore_index=True))
+    ends = np.cumsum([len(frame) for _, frame in todo])
+    for (key, frame), day_probabilities in zip(todo, np.split(probabilities, ends[:-1]), strict=True):
+        _remember(key, (frame[SPEC.label.name].to_numpy().astype("int8"), day_probabilities))
 
 
 def per_day(context: dg.AssetExecutionContext, judge_day: Callable[[str], dict | None]) -> Iterator:

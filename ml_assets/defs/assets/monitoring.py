@@ -133,15 +133,33 @@ def feature_drift(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
     yield from per_day(context, lambda day: _drift_day(blob_store, day))
 
 
+# The last reference parsed, with the bytes it was parsed from: every day of a range (and every range
+# until the next champion) reads the same blob, and parsing its samples costs more than reading it.
+_REFERENCE: dict[str, tuple[bytes, object]] = {}
+
+
+def _stored_reference(blob_store: BlobStoreResource, version: int):
+    from ml_assets.ml.drift import ReferenceStats
+
+    blobs = blob_store.blob_store()
+    key = reference_blob(version)
+    try:
+        raw = blobs.get(key)
+    except BlobNotFoundError:
+        raise permanent_failure(f"no reference statistics for champion v{version}: materialize reference_stats") from None
+    where = f"{blobs.location}/{key}"
+    if where not in _REFERENCE or _REFERENCE[where][0] != raw:
+        _REFERENCE.clear()
+        _REFERENCE[where] = (raw, ReferenceStats.from_json(raw.decode()))
+    return _REFERENCE[where][1]
+
+
 def _drift_day(blob_store: BlobStoreResource, day: str) -> dict:
-    from ml_assets.ml.drift import DriftThresholds, ReferenceStats, drift, plot_drift
+    from ml_assets.ml.drift import DriftThresholds, drift, plot_drift
     from ml_assets.ml.drift_rule import judge
 
     version, manifest = champion_or_fail(blob_store)
-    try:
-        reference = ReferenceStats.from_json(blob_store.blob_store().get(reference_blob(version)).decode())
-    except BlobNotFoundError:
-        raise permanent_failure(f"no reference statistics for champion v{version}: materialize reference_stats") from None
+    reference = _stored_reference(blob_store, version)
     datasets = blob_store.datasets()
     # One pointer read per day of the window, not a listing of every stored partition.
     last = dt.date.fromisoformat(day)

@@ -16,6 +16,7 @@ from ml_assets.defs.assets.champion import (
     day_labelled_scores,
     day_probabilities,
     per_day,
+    prefetch_labelled_scores,
 )
 from ml_assets.defs.assets.deployment import deployed_model
 from ml_assets.defs.assets.features import features
@@ -135,6 +136,24 @@ def _judged_before(context: dg.AssetExecutionContext, day: str, version: int, fi
             and stored.get("window_labels") is not None and stored["window_labels"].value == fingerprint)
 
 
+class _Kept(dict):
+    """A dict that forgets its oldest entries beyond `size`."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key, value) -> None:
+        while len(self) >= self.size:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
+
+
+# A day's own metric value by (store, champion version, day, features version, labels version): every
+# window holding the day shows it, and the versions fix its rows and scores.
+_DAY_VALUES = _Kept(256)
+
+
 def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, day: str) -> dict | None:
     import numpy as np
 
@@ -159,12 +178,16 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
         context.log.info(f"{day} not re-judged: champion v{version} already judged this window ({fingerprint})")
         return None
     window, per_day_rows, ys, ps = [], [], [], []
-    for d, d_coverage, d_version, _features in judged:
+    for d, d_coverage, d_version, features_version in judged:
         y, p = day_labelled_scores(blob_store, version, manifest, d, d_version)
         window.append(d)
         ys.append(y)
         ps.append(p)
-        value = getattr(compute_metrics(y, p, SPEC.promotion.decision_threshold), PERFORMANCE.metric) if y.size else None
+        value_key = (datasets.blobs.location, version, d, features_version, d_version)
+        if value_key not in _DAY_VALUES:
+            _DAY_VALUES[value_key] = getattr(compute_metrics(y, p, SPEC.promotion.decision_threshold),
+                                             PERFORMANCE.metric) if y.size else None
+        value = _DAY_VALUES[value_key]
         estimate = _stored_estimate(blob_store, d, version) or {}
         per_day_rows.append({"day": d, "rows": int(y.size), "positives": int(y.sum()), "coverage": d_coverage,
                              "value": value, "estimate": estimate.get("expected"),
@@ -233,7 +256,38 @@ def judge_condition(feed) -> dg.AutomationCondition:
           automation_condition=judge_condition(FEED), retry_policy=STORE_RETRY, output_required=False)
 def live_performance(context: dg.AssetExecutionContext, blob_store: BlobStoreResource):
     """The champion's metric over the trailing window of labelled days, with its interval, against its holdout value."""
-    yield from per_day(context, lambda day: _judge_window(context, blob_store, day))
+    days = list(context.partition_keys)
+    scored: set[str] = set()
+
+    def judge(day: str) -> dict | None:
+        if len(days) > 1 and day not in scored:
+            # A range: the windows of the next window_days days scored in one model call.
+            block = days[days.index(day):][:PERFORMANCE.window_days]
+            scored.update(block)
+            _prefetch_scores(blob_store, block)
+        return _judge_window(context, blob_store, day)
+
+    yield from per_day(context, judge)
+
+
+def _prefetch_scores(blob_store: BlobStoreResource, block: list[str]) -> None:
+    """Score every day the windows of `block` judge in one model call (prefetch_labelled_scores); only a
+    speed-up: each day's judgement reads (or computes) its scores as before, and reports what is missing."""
+    try:
+        version, manifest = champion_or_fail(blob_store)
+    except dg.Failure:
+        return  # every day of the block fails with it
+    datasets = blob_store.datasets()
+    as_of = champion_as_of(manifest)
+    states: dict = {}
+    wanted: dict[str, str] = {}
+    for day in block:
+        if datasets.current("features", day) is None:
+            continue
+        states.setdefault(day, label_state(datasets, day))
+        if states[day][0]:
+            wanted.update({d: labels_version for d, _, labels_version, _ in judged_window(datasets, day, as_of, states)})
+    prefetch_labelled_scores(blob_store, version, manifest, wanted)
 
 
 def _estimate_day(blob_store: BlobStoreResource, day: str) -> dict:
