@@ -11,13 +11,15 @@ from ml_assets.defs.assets.training import (
     fold_blob,
     keras_candidate,
     sklearn_candidate,
+    split_frame,
+    training_frame,
 )
 from ml_assets.defs.dataset import SPEC
 from ml_assets.defs.execution import SPARK_POOL, STORE_RETRY, permanent_failure
 from ml_assets.defs.freshness import evaluation_freshness
 from ml_assets.ml.clustering import CLUSTER_COLUMN
 from ml_assets.ml.raw import PARTITION_COLUMN
-from ml_assets.ml.training_set import HOLDOUT, SPLIT_COLUMN, TRAIN
+from ml_assets.ml.training_set import HOLDOUT, TRAIN
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.spark import SparkDataFrame
 
@@ -102,7 +104,7 @@ def _pooled(training_set: SparkDataFrame, holdout, predictions: dict, fresh: dic
                         predictions, slices)
     if SPEC.training.folds.k == 1:
         return pool_folds([latest])
-    frame = training_set.toPandas()
+    frame = training_frame(training_set)
     folds = frame_folds(frame, PARTITION_COLUMN, SPEC.training.window_days, SPEC.training.holdout_days,
                         SPEC.training.folds.k)
     stored = {label: blob_store.get_json(fold_blob(version)) for label, version in fresh.items()}
@@ -156,9 +158,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
     from ml_assets.ml.gate import absolute_intervals
     from ml_assets.ml.models import FeatureColumns, load_model
 
-    holdout = training_set.where(f"{SPLIT_COLUMN} = '{HOLDOUT}'").toPandas()
-    if holdout.empty:
-        raise permanent_failure("the holdout split has no rows")
+    holdout = split_frame(training_set, HOLDOUT)
     store = blob_store.models()
     champion = store.champion(MODEL_NAME).version
     keras_version = latest_version(context.instance, keras_candidate.key)
@@ -179,7 +179,7 @@ def candidate_model(context: dg.AssetExecutionContext, training_set: SparkDataFr
         if version == champion:
             champion_model = (label, model, (stored.manifest.get("data_window") or {}).get("train_days"))
     # The baseline: trained here on the same window, never published (a yardstick, not a servable model).
-    train = training_set.where(f"{SPLIT_COLUMN} = '{TRAIN}'").toPandas()
+    train = split_frame(training_set, TRAIN)
     baseline = train_baseline(train, train[SPEC.label.name].to_numpy(), FeatureColumns.from_spec(SPEC),
                               seed=SPEC.promotion.seed)
     predictions[BASELINE_LABEL] = baseline.predict_proba(holdout)

@@ -1,5 +1,8 @@
 """Training: the labelled window, and the two candidate models trained on it."""
 
+import contextlib
+import sys
+import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +29,30 @@ TRAINING_GROUP = "training"
 MODEL_NAME = SPEC.name
 
 
+_IN_PROCESS_EXECUTORS = {"in_process", "execute_in_process_executor"}
+
+
+def _import_tensorflow_meanwhile(context: dg.AssetExecutionContext) -> None:
+    """Start importing TensorFlow in a background thread when the next steps run in this process.
+
+    keras_candidate needs it (~7 s to import) and this step mostly waits on Spark; a step that
+    imports it meanwhile waits for this import to finish (the import lock), then finds it loaded.
+    With a multiprocess executor each step is its own process, so nothing is started.
+    """
+    if "tensorflow" in sys.modules or context.job_def.executor_def.name not in _IN_PROCESS_EXECUTORS:
+        return
+
+    def load() -> None:
+        from ml_assets.ml.models_keras import _tensorflow
+
+        with contextlib.suppress(Exception):  # the step that needs it imports it again and reports
+            _tensorflow()
+            import keras  # noqa: F401
+
+    # Not a daemon: a process ending meanwhile waits for the import rather than tearing it down halfway.
+    threading.Thread(target=load, name="import-tensorflow").start()
+
+
 class TrainingSetConfig(dg.Config):
     as_of: str | None = Field(
         None, description="Last holdout day (YYYY-MM-DD); default: the latest labelled day"
@@ -38,6 +65,7 @@ class TrainingSetConfig(dg.Config):
 def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, blob_store: BlobStoreResource,
                  pyspark: LazySparkResource) -> SparkDataFrame:
     """Labelled examples of the training window and the holdout days after it."""
+    _import_tensorflow_meanwhile(context)
     datasets = blob_store.datasets()
     # With a label feed, only days whose outcomes have settled: a day still filling up is a biased sample.
     labelled = settled_days(SPEC, datasets, sorted(set(datasets.partitions("labels")) & set(datasets.partitions("features"))))
@@ -53,7 +81,8 @@ def training_set(context: dg.AssetExecutionContext, config: TrainingSetConfig, b
     def read(table: str, wanted: list[str]) -> SparkDataFrame:
         return read_tables(spark, blob_store, table, wanted)
 
-    clustered = [d for d in days if d in set(datasets.partitions("clusters"))]
+    with_clusters = set(datasets.partitions("clusters"))  # listed once, not once per day
+    clustered = [d for d in days if d in with_clusters]
     frame = labelled_examples(SPEC, read("features", days), read("labels", days),
                               read("clusters", clustered) if clustered else None, window)
     context.add_output_metadata({
@@ -82,8 +111,34 @@ class SklearnConfig(dg.Config):
     seed: int = Field(13, description="Seed for the early-stopping split")
 
 
-def _split(training: SparkDataFrame, split: str):
-    examples = training.where(f"{SPLIT_COLUMN} = '{split}'").toPandas()
+# The pandas copies of ONE training set's splits, keyed by the files Spark reads (a dataset version's
+# files are immutable): a training cycle run in one process (the replay, execute_in_process) converts
+# each split once instead of once per step (both candidates, their holdout metrics, the evaluation).
+_FRAMES: dict[tuple, object] = {}
+_FRAMES_LOCK = threading.Lock()
+
+
+def _pandas(training: SparkDataFrame, split: str | None):
+    """The rows of ``split`` (every row if None) as pandas: a copy of the one conversion per version."""
+    files = tuple(sorted(training.inputFiles()))
+    with _FRAMES_LOCK:
+        frame = _FRAMES.get((files, split))
+        if frame is None:
+            frame = (training if split is None else training.where(f"{SPLIT_COLUMN} = '{split}'")).toPandas()
+            if any(key[0] != files for key in _FRAMES):
+                _FRAMES.clear()  # another training set: keep one version's frames only
+            _FRAMES[(files, split)] = frame
+    return frame.copy()
+
+
+def training_frame(training: SparkDataFrame):
+    """Every row of the training set as pandas (see ``_pandas``)."""
+    return _pandas(training, None)
+
+
+def split_frame(training: SparkDataFrame, split: str):
+    """The rows of one split as pandas (see ``_pandas``); a split without rows is a permanent failure."""
+    examples = _pandas(training, split)
     if examples.empty:
         raise permanent_failure(f"the {split} split has no rows")
     return examples
@@ -92,7 +147,7 @@ def _split(training: SparkDataFrame, split: str):
 def _holdout_metrics(model, training: SparkDataFrame) -> dict:
     from ml_assets.ml.evaluation import compute_metrics
 
-    holdout = _split(training, HOLDOUT)
+    holdout = split_frame(training, HOLDOUT)
     return compute_metrics(holdout[SPEC.label.name].to_numpy(), model.predict_proba(holdout),
                            threshold=SPEC.promotion.decision_threshold).as_dict()
 
@@ -144,7 +199,7 @@ def _earlier_folds(training: SparkDataFrame, fit) -> list[dict]:
     from ml_assets.ml.evaluation import compute_metrics
     from ml_assets.ml.folds import earlier_fold_frames, frame_folds
 
-    frame = training.toPandas()
+    frame = training_frame(training)
     folds = frame_folds(frame, PARTITION_COLUMN, SPEC.training.window_days, SPEC.training.holdout_days,
                         SPEC.training.folds.k)
     scored = []
@@ -172,7 +227,7 @@ def _train_and_publish(context: dg.AssetExecutionContext, blob_store: BlobStoreR
                        calibration=CalibrationParams.from_spec(SPEC.training),
                        days=examples[PARTITION_COLUMN].to_numpy())
 
-    examples = _split(training_set, TRAIN)
+    examples = split_frame(training_set, TRAIN)
     started = time.perf_counter()
     model = fit(examples)
     seconds = time.perf_counter() - started
