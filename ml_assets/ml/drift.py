@@ -298,10 +298,19 @@ def _numeric_drift(
     )
 
 
+def _category_counts(series: pd.Series) -> tuple[pd.Series, int]:
+    """Counts of the non-null values by their string form, and how many there are. A column of strings
+    is counted as it is: turning every value into a string first (a copy) only matters for other types."""
+    counts = series.value_counts()
+    if not (series.dtype == object and all(isinstance(value, str) for value in counts.index)):
+        counts = _categorical_values(series).value_counts()
+    return counts, int(counts.sum())
+
+
 def _categorical_drift(
     ref: CategoricalReference, series: pd.Series, thresholds: DriftThresholds, p_values: bool = True
 ) -> FeatureDrift:
-    values = _categorical_values(series)
+    counts, n_values = _category_counts(series)
     n_rows = len(series)
     common = {
         "name": ref.name,
@@ -310,31 +319,30 @@ def _categorical_drift(
         "psi": None,
         "wasserstein": None,
         "n_reference": ref.n_non_null,
-        "n_current": len(values),
+        "n_current": n_values,
         "threshold": thresholds.js_distance,
         "null_rate_reference": ref.null_rate,
-        "null_rate_current": (n_rows - len(values)) / n_rows if n_rows else 0.0,
+        "null_rate_current": (n_rows - n_values) / n_rows if n_rows else 0.0,
     }
-    if len(values) < max(thresholds.min_count, 1):
+    if n_values < max(thresholds.min_count, 1):
         return FeatureDrift(
             js_distance=None, p_value=None, drifted=False,
-            note=f"not judged: {len(values)} non-null current values < {thresholds.min_count}",
+            note=f"not judged: {n_values} non-null current values < {thresholds.min_count}",
             **common,
         )
     categories = list(ref.frequencies)  # the reference's top K, then __other__ last
     p = np.fromiter(ref.frequencies.values(), dtype=np.float64, count=len(categories))
-    counts = values.value_counts()
     # Anything outside the reference categories (unseen, or beyond its top K) is __other__.
     observed = counts.reindex(categories, fill_value=0).to_numpy(dtype=np.float64)
-    observed[-1] += len(values) - observed.sum()
-    q = observed / len(values)
+    observed[-1] += n_values - observed.sum()
+    q = observed / n_values
     js = float(jensenshannon(p, q, base=2))
     if not math.isfinite(js):  # identical one-hot distributions can give nan from rounding
         js = 0.0
     p_value = None
     if p_values:
         expected = np.maximum(p, EPSILON)
-        expected = expected / expected.sum() * len(values)
+        expected = expected / expected.sum() * n_values
         p_value = float(stats.chisquare(observed, expected).pvalue) if len(categories) > 1 else 1.0
     return FeatureDrift(
         js_distance=js, p_value=p_value, drifted=js >= thresholds.js_distance, **common

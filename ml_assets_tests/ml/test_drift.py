@@ -356,3 +356,16 @@ def test_sample_tests_match_scipy(n_sample, n_current):
     assert distance == pytest.approx(stats.wasserstein_distance(sample, current), rel=1e-12)
     assert p_value == stats.ks_2samp(sample, current, method="asymp").pvalue
     assert drift_module._sample_tests(sample, np.sort(current), False) == (distance, None)
+
+
+@pytest.mark.parametrize("values", [
+    ["a", "b", None, "a", np.nan, "c"],  # strings: counted as they are
+    [1, "1", 2.0, None, "x"],  # mixed: by string form, 1 and "1" together
+    [3, 1, 3, 2],  # integers
+    [],
+])
+def test_category_counts_are_counts_of_the_string_forms(values):
+    series = pd.Series(values, dtype=object)
+    counts, n = drift_module._category_counts(series)
+    expected = series.dropna().astype(str).value_counts()
+    assert n == len(series.dropna()) and counts.sort_index().to_dict() == expected.sort_index().to_dict()
