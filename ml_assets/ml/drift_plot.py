@@ -32,7 +32,42 @@ def _font(size: int):
     from PIL import ImageFont
 
     path = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
-    return ImageFont.truetype(str(path), size) if path.is_file() else ImageFont.load_default(size)
+    return _kept_masks_font()(str(path), size) if path.is_file() else ImageFont.load_default(size)
+
+
+@cache
+def _kept_masks_font() -> type:
+    """A FreeType font that keeps what it rendered and measured: every day's plot draws the same feature
+    names, titles and most tick labels again. Pure functions of their arguments (text, the position's
+    fraction, anchor, ...), so the pixels are the same; the drawing only reads the masks."""
+    from PIL import ImageFont
+
+    def kept(method):
+        def call(self, *args, **kwargs):
+            key = (method.__name__, args, tuple(sorted(kwargs.items())))
+            try:
+                return self.kept[key]
+            except KeyError:
+                pass
+            except TypeError:  # an unhashable argument (a features list): not kept
+                return method(self, *args, **kwargs)
+            if len(self.kept) >= 4096:
+                self.kept.clear()
+            self.kept[key] = value = method(self, *args, **kwargs)
+            return value
+
+        return call
+
+    class KeptMasks(ImageFont.FreeTypeFont):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.kept: dict = {}
+
+        getmask2 = kept(ImageFont.FreeTypeFont.getmask2)
+        getlength = kept(ImageFont.FreeTypeFont.getlength)
+        getbbox = kept(ImageFont.FreeTypeFont.getbbox)
+
+    return KeptMasks
 
 
 def panels(report: DriftReport) -> list[tuple[str, list[tuple[str, float]], float]]:

@@ -45,3 +45,20 @@ def test_nothing_judged_still_draws():
     empty = report([feature("distance", "numeric", note="too few rows")])
     assert panels(empty) == []
     assert png(plot_drift(empty)).width == PANEL_WIDTH
+
+
+def test_kept_text_masks_draw_the_same_bytes_as_a_plain_font(monkeypatch):
+    from PIL import ImageFont
+
+    from ml_assets.ml import drift_plot
+
+    days = [report([feature("distance", "numeric", psi=psi, wasserstein=psi / 3, drifted=psi >= 0.2),
+                    feature("carrier", "categorical", js=psi / 2)]) for psi in (0.05, 0.31, 0.05, 1.7)]
+    kept = [plot_drift(day) for day in days]  # later days reuse the masks of the first
+    assert kept[0] == kept[2] and kept[0] != kept[1]
+    monkeypatch.setattr(drift_plot, "_kept_masks_font", lambda: ImageFont.FreeTypeFont)
+    drift_plot._font.cache_clear()
+    try:
+        assert [plot_drift(day) for day in days] == kept
+    finally:
+        drift_plot._font.cache_clear()
