@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Any
 
 import numpy as np
 
@@ -243,16 +242,15 @@ def calibration(y_true, p, bins: int = 10) -> Calibration:
 class MetricFunction:
     """metric(y, p) on validated arrays (None when undefined), computing only that metric.
 
-    ``on_rows(y, p)`` returns ``rows -> metric(y[rows], p[rows])`` for a bootstrap that evaluates
-    the metric on a thousand row sets: ``rows`` is an integer index array (repeats allowed), or a
-    2-D array of k row sets of one size, which returns a list of k values. For roc_auc and ece the
-    per-row work (sorting, binning) is done once and a batch of row sets costs one ``np.bincount``:
-    the same integer counts and the same float operations in the same order as
-    ``metric(y[rows], p[rows])``, so the values are bit-identical (ml_assets_tests/ml/test_stats.py).
+    ``on_rows(y, p)`` returns ``rows -> metric(y[rows], p[rows])`` (rows: an integer index array,
+    repeats allowed), for a bootstrap that evaluates the metric on a thousand row sets. For
+    roc_auc and ece it does the per-row work (sorting, binning) once and each row set costs a few
+    ``np.bincount``: the same integer counts and the same float operations in the same order as
+    ``metric(y[rows], p[rows])``, so the values are bit-identical (ml_assets_tests/ml/test_metrics.py).
     """
 
     def __init__(self, metric: str, compute: Callable[[np.ndarray, np.ndarray], float | None],
-                 on_rows: Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], Any]] | None = None):
+                 on_rows: Callable[[np.ndarray, np.ndarray], Callable[[np.ndarray], float | None]] | None = None):
         self.metric = metric
         self._compute = compute
         self._on_rows = on_rows
@@ -260,21 +258,14 @@ class MetricFunction:
     def __call__(self, y: np.ndarray, p: np.ndarray) -> float | None:
         return self._compute(y, p)
 
-    def on_rows(self, y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], Any]:
+    def on_rows(self, y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], float | None]:
         if self._on_rows is not None:
             return self._on_rows(y, p)
-        from ml_assets.ml.stats import rows_function
-
-        return rows_function(self._compute, y, p)
-
-
-def _batch(drawn: np.ndarray, width: int) -> tuple[np.ndarray, int, int]:
-    """Row sets (k x n codes below ``width``) as one flat code array, each set offset by its own width."""
-    k, n = drawn.shape
-    return (drawn + (np.arange(k, dtype=np.intp) * width)[:, None]).ravel(), k, n
+        compute = self._compute
+        return lambda rows: compute(y[rows], p[rows])
 
 
-def _roc_auc_on_rows(y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], Any]:
+def _roc_auc_on_rows(y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], float | None]:
     # Sorted by descending p, rows of equal p form one group; _ranking reads only the cumulative
     # counts at each group's end, so the AUC of any row set depends only on how many positives and
     # rows of each group it holds (groups it misses are left out, as _ranking never sees them).
@@ -283,39 +274,31 @@ def _roc_auc_on_rows(y: np.ndarray, p: np.ndarray) -> Callable[[np.ndarray], Any
     # One code per (group, label), 0 for the highest p: one bincount counts rows and positives.
     code = ((groups - 1 - inverse.reshape(-1)) * 2 + (np.asarray(y) == 1)).astype(np.intp)
 
-    def roc_auc(rows: np.ndarray):
+    def roc_auc(rows: np.ndarray) -> float | None:
         drawn = code[rows]
-        flat, k, n = _batch(drawn.reshape(1, -1) if drawn.ndim == 1 else drawn, 2 * groups)
-        tally = np.bincount(flat, minlength=2 * groups * k).reshape(k, groups, 2)
-        hits = tally[:, :, 1]
-        counts = tally[:, :, 0] + hits
-        ends_all, tps_all = np.cumsum(counts, axis=1), np.cumsum(hits, axis=1)  # integers: exact
-        values = []
-        for b in range(k):
-            positives = int(tps_all[b, -1])
-            if not 0 < positives < n:
-                values.append(None)
-                continue
-            present = np.flatnonzero(counts[b])
-            ends = ends_all[b, present]  # _ranking's last + 1 (absent groups add nothing)
-            tps = tps_all[b, present].astype(float)
-            values.append(_roc_auc(tps, ends - tps, positives, n))
-        return values[0] if drawn.ndim == 1 else values
+        n = int(drawn.size)
+        tally = np.bincount(drawn, minlength=2 * groups).reshape(groups, 2)
+        hits = tally[:, 1]
+        counts = tally[:, 0] + hits
+        positives = int(hits.sum())
+        if not 0 < positives < n:
+            return None
+        present = np.flatnonzero(counts)
+        ends = np.cumsum(counts)[present]  # _ranking's last + 1 (absent groups add nothing)
+        tps = np.cumsum(hits)[present].astype(float)
+        return _roc_auc(tps, ends - tps, positives, n)
 
     return roc_auc
 
 
-def _ece_on_rows(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> Callable[[np.ndarray], Any]:
+def _ece_on_rows(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> Callable[[np.ndarray], float]:
     index = _bin_index(p, bins)
 
-    def ece(rows: np.ndarray):
+    def ece(rows: np.ndarray) -> float:
         drawn = index[rows]
-        flat, k, n = _batch(drawn.reshape(1, -1) if drawn.ndim == 1 else drawn, bins)
-        # bincount adds each bin's weights in input order: per row set, the order _ece adds them in.
-        sum_p = np.bincount(flat, weights=p[rows].ravel(), minlength=bins * k).reshape(k, bins)
-        sum_y = np.bincount(flat, weights=y[rows].ravel(), minlength=bins * k).reshape(k, bins)
-        values = [float(np.abs(sum_p[b] - sum_y[b]).sum() / n) for b in range(k)]
-        return values[0] if drawn.ndim == 1 else values
+        sum_p = np.bincount(drawn, weights=p[rows], minlength=bins)
+        sum_y = np.bincount(drawn, weights=y[rows], minlength=bins)
+        return float(np.abs(sum_p - sum_y).sum() / drawn.shape[0])
 
     return ece
 

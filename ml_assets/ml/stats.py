@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
-from typing import Any
 
 import numpy as np
 
@@ -199,28 +198,12 @@ def paired_bootstrap(
                             positives, tuple(float(s) for s in samples), undefined)
 
 
-def _on_rows(metric, labels: np.ndarray, scores: np.ndarray):
-    """rows -> metric(labels[rows], scores[rows]) (2-D rows: one value per row set); a metric with
-    ``on_rows`` (ml_assets.ml.metrics.MetricFunction) precomputes what every resample shares and
-    returns bit-identical values."""
+def _on_rows(metric, labels: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], float | None]:
+    """rows -> metric(labels[rows], scores[rows]); a metric with ``on_rows`` (ml_assets.ml.metrics.MetricFunction)
+    precomputes what every resample shares and returns bit-identical values."""
     if hasattr(metric, "on_rows"):
         return metric.on_rows(labels, scores)
-    return rows_function(metric, labels, scores)
-
-
-def rows_function(metric: Callable[[np.ndarray, np.ndarray], float | None], y: np.ndarray,
-                  p: np.ndarray) -> Callable[[np.ndarray], Any]:
-    """``MetricFunction.on_rows`` (ml_assets.ml.metrics) for any metric(y, p): each row set's y[rows], p[rows]."""
-
-    def on_rows(rows: np.ndarray):
-        if rows.ndim == 1:
-            return metric(y[rows], p[rows])
-        return [metric(y[r], p[r]) for r in rows]
-
-    return on_rows
-
-
-_BATCH = 50  # resamples evaluated together (their row sets drawn first, in the same order)
+    return lambda rows: metric(labels[rows], scores[rows])
 
 
 def _defined(value) -> bool:
@@ -391,14 +374,11 @@ def _percentile_interval(labels: np.ndarray, scores: np.ndarray, positives: int,
     rng = np.random.default_rng(seed)
     on_rows = _on_rows(metric, labels, scores)
     draws = []
-    for start in range(0, resamples, _BATCH):
-        # The same draws in the same order whatever the metric; row sets of one size go as one batch.
-        batch = [draw_rows(rng) for _ in range(min(_BATCH, resamples - start))]
-        if len({rows.size for rows in batch}) == 1:
-            values = on_rows(np.stack(batch))
-        else:
-            values = [on_rows(rows) for rows in batch]
-        draws.extend(value for value in values if _defined(value))
+    for _ in range(resamples):
+        rows = draw_rows(rng)  # the same draws, in the same order, whatever the metric
+        draw = on_rows(rows)
+        if _defined(draw):
+            draws.append(draw)
     if len(draws) < resamples // 2:
         raise ValueError(f"the metric was undefined on {resamples - len(draws)} of {resamples} resamples")
     samples = np.asarray(draws, dtype=float)
