@@ -246,7 +246,7 @@ class MetricFunction:
     repeats allowed), for a bootstrap that evaluates the metric on a thousand row sets. For
     roc_auc and ece it does the per-row work (sorting, binning) once and each row set costs a few
     ``np.bincount``: the same integer counts and the same float operations in the same order as
-    ``metric(y[rows], p[rows])``, so the values are bit-identical (ml_assets_tests/ml/test_metrics.py).
+    ``metric(y[rows], p[rows])``, so the values are bit-identical (ml_assets_tests/ml/test_stats.py).
     """
 
     def __init__(self, metric: str, compute: Callable[[np.ndarray, np.ndarray], float | None],
