@@ -149,8 +149,8 @@ class _Kept(dict):
         super().__setitem__(key, value)
 
 
-# A day's own metric value by (store, champion version, day, features version, labels version): every
-# window holding the day shows it, and the versions fix its rows and scores.
+# A day's own metric value by (store, champion version, day, features version, labels version, metric,
+# threshold): every window holding the day shows it, and the versions fix its rows and scores.
 _DAY_VALUES = _Kept(256)
 
 
@@ -183,7 +183,8 @@ def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResour
         window.append(d)
         ys.append(y)
         ps.append(p)
-        value_key = (datasets.blobs.location, version, d, features_version, d_version)
+        value_key = (datasets.blobs.location, version, d, features_version, d_version, PERFORMANCE.metric,
+                     SPEC.promotion.decision_threshold)
         if value_key not in _DAY_VALUES:
             _DAY_VALUES[value_key] = getattr(compute_metrics(y, p, SPEC.promotion.decision_threshold),
                                              PERFORMANCE.metric) if y.size else None
@@ -284,7 +285,8 @@ def _prefetch_scores(blob_store: BlobStoreResource, block: list[str]) -> None:
     for day in block:
         if datasets.current("features", day) is None:
             continue
-        states.setdefault(day, label_state(datasets, day))
+        if day not in states:
+            states[day] = label_state(datasets, day)
         if states[day][0]:
             wanted.update({d: labels_version for d, _, labels_version, _ in judged_window(datasets, day, as_of, states)})
     prefetch_labelled_scores(blob_store, version, manifest, wanted)
