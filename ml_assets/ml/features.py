@@ -75,10 +75,12 @@ def daily_profile(frame: DataFrame, columns: list[str],
 
     nulls = [f"__nulls_{i}" for i in range(len(columns))]  # a key column may also be a feature
     if keys:
-        # (day, key) groups carry their rows and nulls; the day sums them and judges the keys.
-        groups = frame.groupBy(PARTITION_COLUMN, *keys).agg(
-            F.count(F.lit(1)).alias("__rows"),
-            *[F.sum(F.col(c).isNull().cast("long")).alias(n) for c, n in zip(columns, nulls, strict=True)])
+        # (day, key) groups carry their rows and nulls; the day sums them and judges the keys. Rows
+        # are hashed by day once: both aggregations then run without another exchange (one Spark job less).
+        slim = frame.select(PARTITION_COLUMN, *keys, *[
+            F.col(c).isNull().cast("long").alias(n) for c, n in zip(columns, nulls, strict=True)])
+        groups = slim.repartition(PARTITION_COLUMN).groupBy(PARTITION_COLUMN, *keys).agg(
+            F.count(F.lit(1)).alias("__rows"), *[F.sum(n).alias(n) for n in nulls])
         per_day = groups.groupBy(PARTITION_COLUMN).agg(
             F.sum("__rows").alias("__rows"), *[F.sum(n).alias(n) for n in nulls],
             *spark_duplicate_key_columns(keys, "__rows"))
