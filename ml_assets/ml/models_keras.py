@@ -12,7 +12,10 @@ Serving would. TensorFlow is imported inside the functions that need it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,6 +69,27 @@ def _tensorflow():
     import tensorflow as tf
 
     return tf
+
+
+def import_tensorflow_in_background() -> threading.Thread | None:
+    """Start importing TensorFlow and Keras (~7 s) in a thread, for a process that will train or load a
+    Keras model later and has waiting (e.g. on Spark) to do first; None when already imported.
+
+    Whoever imports TensorFlow meanwhile waits for this import (the import lock) and finds it loaded;
+    if it fails here, that import raises the error. Not a daemon: a process ending meanwhile waits for
+    the import rather than tearing it down halfway.
+    """
+    if "tensorflow" in sys.modules:
+        return None
+
+    def load() -> None:
+        with contextlib.suppress(Exception):
+            _tensorflow()
+            import keras  # noqa: F401
+
+    thread = threading.Thread(target=load, name="import-tensorflow")
+    thread.start()
+    return thread
 
 
 def _serving_spec(columns: FeatureColumns) -> dict[str, Any]:

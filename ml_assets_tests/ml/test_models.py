@@ -342,3 +342,22 @@ def test_a_single_record_instead_of_a_list_is_refused():
 def test_training_needs_both_classes(data, columns):
     with pytest.raises(ValueError, match="both classes"):
         train_sklearn(data["train"], np.zeros(len(data["train"]), dtype=int), columns, SklearnParams(), 0)
+
+
+def test_tensorflow_imported_in_the_background_is_the_module_a_later_import_gets():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ml_assets.ml.models_keras import import_tensorflow_in_background\n"
+        "thread = import_tensorflow_in_background()\n"
+        "import tensorflow as tf\n"  # waits for the thread's import (the import lock)
+        "thread.join()\n"
+        "assert sys.modules['tensorflow'] is tf and 'keras' in sys.modules\n"
+        "assert import_tensorflow_in_background() is None\n"
+        "print(float(tf.reduce_sum(tf.constant([1.0, 2.0]))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "3.0"

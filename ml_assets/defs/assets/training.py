@@ -1,7 +1,5 @@
 """Training: the labelled window, and the two candidate models trained on it."""
 
-import contextlib
-import sys
 import threading
 import time
 from dataclasses import asdict
@@ -33,24 +31,12 @@ _IN_PROCESS_EXECUTORS = {"in_process", "execute_in_process_executor"}
 
 
 def _import_tensorflow_meanwhile(context: dg.AssetExecutionContext) -> None:
-    """Start importing TensorFlow in a background thread when the next steps run in this process.
+    """keras_candidate needs TensorFlow (~7 s to import) and this step mostly waits on Spark: when
+    the next steps run in this process, import it meanwhile (a multiprocess run: each step is its own)."""
+    if context.job_def.executor_def.name in _IN_PROCESS_EXECUTORS:
+        from ml_assets.ml.models_keras import import_tensorflow_in_background
 
-    keras_candidate needs it (~7 s to import) and this step mostly waits on Spark; a step that
-    imports it meanwhile waits for this import to finish (the import lock), then finds it loaded.
-    With a multiprocess executor each step is its own process, so nothing is started.
-    """
-    if "tensorflow" in sys.modules or context.job_def.executor_def.name not in _IN_PROCESS_EXECUTORS:
-        return
-
-    def load() -> None:
-        from ml_assets.ml.models_keras import _tensorflow
-
-        with contextlib.suppress(Exception):  # the step that needs it imports it again and reports
-            _tensorflow()
-            import keras  # noqa: F401
-
-    # Not a daemon: a process ending meanwhile waits for the import rather than tearing it down halfway.
-    threading.Thread(target=load, name="import-tensorflow").start()
+        import_tensorflow_in_background()
 
 
 class TrainingSetConfig(dg.Config):
