@@ -18,10 +18,11 @@ def _spark(resources: dict) -> Callable[[], object] | None:
 
 
 def _tensorflow() -> None:
-    from ml_assets.ml.models_keras import _tensorflow as import_tensorflow
+    from ml_assets.ml.models_keras import import_tensorflow_in_background
 
-    import_tensorflow()
-    import keras  # noqa: F401  - training imports it next; its import is a second, smaller cost
+    thread = import_tensorflow_in_background()
+    if thread is not None:
+        thread.join()  # one thing at a time: the Spark start-up, then TensorFlow
 
 
 def start_warm_up(resources: dict, log: Callable[[str], None]) -> threading.Thread:
