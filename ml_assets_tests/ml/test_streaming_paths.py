@@ -22,9 +22,8 @@ FEATURE_PATH = [
 ]
 # (module, function) pairs whose collect() returns an aggregate of bounded size.
 AGGREGATE_COLLECTS = {
-    ("ml/features.py", "daily_profile"),  # one row per day
+    ("ml/features.py", "daily_profile"),  # one row per day (with at most SHOWN_KEYS duplicate keys)
     ("ml/clustering.py", "fit_kmeans"),  # one row: count, means, standard deviations
-    ("ml/unique_keys.py", "spark_duplicate_keys"),  # at most SHOWN_KEYS keys per day
     ("defs/checks/data_quality.py", "label_rate"),  # one row per day
     ("resources/spark_io.py", "_spark_counts"),  # one row per day: (day, rows)
 }
