@@ -44,7 +44,10 @@ DEFAULT_SPARK_CONFIG: dict[str, str] = {
     "spark.driver.memory": "2g",
     "spark.ui.enabled": "false",
     "spark.ui.showConsoleProgress": "false",
-    "spark.sql.shuffle.partitions": "4",
+    # One shuffle partition per local core: a day or a week of rows is small, and every extra
+    # partition is one more task (and, downstream, one more file) per stage. On 2 cores, 2 instead
+    # of 4 made a weekly features+labels+clusters run ~0.2 s faster, with identical results.
+    "spark.sql.shuffle.partitions": str(max(os.cpu_count() or 2, 2)),
     "spark.sql.session.timeZone": "UTC",
     # Reads pass one local folder per day; above the default 32 paths Spark would start a
     # distributed listing job, which costs more than listing a year of folders in the driver.
