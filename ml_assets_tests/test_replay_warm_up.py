@@ -1,8 +1,8 @@
-"""The replay's warm-up thread: starts the Spark session and imports TensorFlow, never raises."""
+"""The replay's warm-up: the Spark session in a background thread, TensorFlow imported in another; never raises."""
 
 import sys
 
-from ml_assets.replay.warm_up import start_warm_up
+from ml_assets.replay.warm_up import start_spark, start_tensorflow
 
 
 class _Spark:
@@ -17,23 +17,26 @@ class _Spark:
         return "session"
 
 
-def test_warm_up_starts_spark_then_imports_tensorflow():
+def test_spark_session_is_started_in_the_background():
     spark, lines = _Spark(), []
-    start_warm_up({"pyspark": spark}, lines.append).join(timeout=120)
-    assert spark.started == 1
-    assert "tensorflow" in sys.modules and "keras" in sys.modules
-    assert lines == []
+    start_spark({"pyspark": spark}, lines.append).join(timeout=60)
+    assert spark.started == 1 and lines == []
 
 
 def test_a_failing_start_is_logged_and_left_to_the_step():
     spark, lines = _Spark(RuntimeError("JAVA_HOME is not set")), []
-    thread = start_warm_up({"pyspark": spark}, lines.append)
-    thread.join(timeout=120)
+    thread = start_spark({"pyspark": spark}, lines.append)
+    thread.join(timeout=60)
     assert not thread.is_alive()
     assert lines == ["warm-up: RuntimeError: JAVA_HOME is not set (left to the step that needs it)"]
 
 
-def test_without_spark_only_tensorflow_is_warmed():
-    lines = []
-    start_warm_up({}, lines.append).join(timeout=120)
-    assert lines == [] and "tensorflow" in sys.modules
+def test_without_spark_nothing_starts():
+    assert start_spark({}, print) is None
+
+
+def test_tensorflow_is_imported_in_the_background():
+    thread = start_tensorflow()
+    if thread is not None:
+        thread.join(timeout=120)
+    assert "tensorflow" in sys.modules and "keras" in sys.modules

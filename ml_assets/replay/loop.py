@@ -18,7 +18,7 @@ from ml_assets.replay.materialize import QUIET, RANGE_END_TAG, RANGE_START_TAG, 
 from ml_assets.replay.monitor import LAG, Monitoring, shift_day
 from ml_assets.replay.serving import ReplayError, probe_serving, wait_until_served
 from ml_assets.replay.timeline import CycleOutcome, ReplayReport, TimelineRow, waiting_for
-from ml_assets.replay.warm_up import start_warm_up
+from ml_assets.replay.warm_up import start_spark, start_tensorflow
 
 __all__ = ["QUIET", "RANGE_END_TAG", "RANGE_START_TAG", "Replay", "ReplayError"]
 
@@ -84,7 +84,7 @@ class Replay(Materializing, Monitoring):
             raise ReplayError(f"step_days must be at least 1, not {step_days}")
         rows: list[TimelineRow] = []
         store = self.resources["blob_store"].models()
-        start_warm_up(self.resources, self.log)
+        start_spark(self.resources, self.log)
         with running_in_thread(create_app(ModelRegistry(store, MODEL_NAME), poll_interval=0.2)) as url:
             self.serving_url = url
             batch_start = start
@@ -92,6 +92,8 @@ class Replay(Materializing, Monitoring):
                 batch_end = min(batch_start + dt.timedelta(days=step_days - 1), end)
                 landed_at = time.perf_counter()
                 self.land_and_materialize(batch_start, batch_end, refit_clusters=False)
+                if batch_start == start:
+                    start_tensorflow()
                 batch = [d.isoformat() for d in days_between(batch_start, batch_end)]
                 monitored = None
                 for index, day in enumerate(batch):
