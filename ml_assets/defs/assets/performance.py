@@ -110,19 +110,24 @@ def window_fingerprint(window: list[tuple[str, float | None, str, str]]) -> str:
 def window_keys(blob_store: BlobStoreResource, days: list[str]) -> dict[str, str]:
     """Of `days`, those the champion can be judged on now (features stored, labels ready), each with the
     fingerprint of its window: the replay re-runs a day when it changed, as the asset re-judges only then."""
-    datasets = blob_store.datasets()
     _version, manifest = champion_or_fail(blob_store)
+    return {day: window_fingerprint(window) for day, window in _judgeable_windows(blob_store, manifest, days).items()}
+
+
+def _judgeable_windows(blob_store: BlobStoreResource, manifest: dict, days: list[str]) -> dict[str, list]:
+    """Of `days`, those with features and ready labels, each with its judged_window (labels read once a day)."""
+    datasets = blob_store.datasets()
     as_of = champion_as_of(manifest)
     states: dict = {}
-    keys = {}
+    windows = {}
     for day in days:
         if datasets.current("features", day) is None:
             continue
         if day not in states:
             states[day] = label_state(datasets, day)
         if states[day][0]:
-            keys[day] = window_fingerprint(judged_window(datasets, day, as_of, states))
-    return keys
+            windows[day] = judged_window(datasets, day, as_of, states)
+    return windows
 
 
 def _judged_before(context: dg.AssetExecutionContext, day: str, version: int, fingerprint: str) -> bool:
@@ -278,17 +283,8 @@ def _prefetch_scores(blob_store: BlobStoreResource, block: list[str]) -> None:
         version, manifest = champion_or_fail(blob_store)
     except dg.Failure:
         return  # every day of the block fails with it
-    datasets = blob_store.datasets()
-    as_of = champion_as_of(manifest)
-    states: dict = {}
-    wanted: dict[str, str] = {}
-    for day in block:
-        if datasets.current("features", day) is None:
-            continue
-        if day not in states:
-            states[day] = label_state(datasets, day)
-        if states[day][0]:
-            wanted.update({d: labels_version for d, _, labels_version, _ in judged_window(datasets, day, as_of, states)})
+    wanted = {d: labels_version for window in _judgeable_windows(blob_store, manifest, block).values()
+              for d, _, labels_version, _ in window}
     prefetch_labelled_scores(blob_store, version, manifest, wanted)
 
 
