@@ -9,7 +9,7 @@ import shutil
 import stat as stat_module
 import tempfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
@@ -346,10 +346,8 @@ class LocalBlobStore(BlobStore):
         if prefix.strip("/") and folder.is_dir() and self.root in folder.resolve().parents:
             for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
                 if not any(sub.iterdir()):
-                    try:
+                    with suppress(OSError):  # a concurrent write put something there again
                         sub.rmdir()
-                    except OSError:
-                        pass  # a concurrent write put something there again
         self._prune(folder)
         return deleted
 
