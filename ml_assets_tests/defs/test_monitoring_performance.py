@@ -224,3 +224,14 @@ def test_a_range_scores_its_days_in_one_model_call_exactly_as_day_by_day(labelle
         labels, scores = champion.day_labelled_scores(store, version, manifest, day, labels_version)
         assert np.array_equal(labels, one_by_one[day][0]) and np.array_equal(scores, one_by_one[day][1])
     assert len(calls) == 1  # the days were kept: nothing scored again
+
+
+def test_kept_dict_forgets_its_oldest_entries_beyond_its_size():
+    from ml_assets.defs.assets.champion import KeptDict
+
+    kept = KeptDict(2)
+    for key in "abc":
+        kept[key] = key.upper()
+    assert kept == {"b": "B", "c": "C"}
+    kept["b"] = "again"  # replacing an entry still makes room first, as the caches did before
+    assert kept == {"c": "C", "b": "again"}

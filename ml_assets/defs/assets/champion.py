@@ -46,13 +46,24 @@ def champion_model(blob_store: BlobStoreResource, version: int, manifest: dict):
 
 # Scores of (store, model version, day, features version[, labels version]): a trailing window re-reads
 # the same days run after run, and a range run judges overlapping windows; versions never change content.
-_SCORES: dict[tuple, tuple] = {}
+class KeptDict(dict):
+    """A dict that forgets its oldest entries beyond `size` (a process-wide cache of immutable results)."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key, value) -> None:
+        while len(self) >= self.size:
+            del self[next(iter(self))]
+        super().__setitem__(key, value)
+
+
 _SCORES_KEPT = 64
+_SCORES: KeptDict = KeptDict(_SCORES_KEPT)
 
 
 def _remember(key: tuple, value: tuple) -> tuple:
-    if len(_SCORES) >= _SCORES_KEPT:
-        _SCORES.pop(next(iter(_SCORES)))
     _SCORES[key] = value
     return value
 

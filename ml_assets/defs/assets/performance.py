@@ -11,6 +11,7 @@ import dagster as dg
 
 from ml_assets.defs.assets.champion import (
     MONITORING_GROUP,
+    KeptDict,
     champion_as_of,
     champion_or_fail,
     day_labelled_scores,
@@ -141,22 +142,9 @@ def _judged_before(context: dg.AssetExecutionContext, day: str, version: int, fi
             and stored.get("window_labels") is not None and stored["window_labels"].value == fingerprint)
 
 
-class _Kept(dict):
-    """A dict that forgets its oldest entries beyond `size`."""
-
-    def __init__(self, size: int):
-        super().__init__()
-        self.size = size
-
-    def __setitem__(self, key, value) -> None:
-        while len(self) >= self.size:
-            del self[next(iter(self))]
-        super().__setitem__(key, value)
-
-
 # A day's own metric value by (store, champion version, day, features version, labels version, metric,
 # threshold): every window holding the day shows it, and the versions fix its rows and scores.
-_DAY_VALUES = _Kept(256)
+_DAY_VALUES = KeptDict(256)
 
 
 def _judge_window(context: dg.AssetExecutionContext, blob_store: BlobStoreResource, day: str) -> dict | None:
