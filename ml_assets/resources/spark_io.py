@@ -9,8 +9,11 @@ cache and Spark writes into a driver-local folder, which only works with a local
 cluster master is refused with an error naming the setting to change.
 """
 
+import json
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 import dagster as dg
@@ -50,9 +53,89 @@ def store_for_spark(spark, blob_store: BlobStoreResource) -> DatasetStore:
 
 
 def read_tables(spark, blob_store: BlobStoreResource, table: str, partitions: list[str]) -> SparkDataFrame:
-    """The live versions of a table's partitions as one DataFrame, read where every node can."""
+    """The live versions of a table's partitions as one DataFrame, read where every node can.
+
+    Exactly `spark.read.parquet(*paths)`, minus the Spark job it launches to infer the schema from a
+    footer (~30-50 ms a read): the schema Spark recorded in its files' footers when the driver can
+    read them, else the one Spark inferred for the same paths before (versions never change).
+    """
     datasets = store_for_spark(spark, blob_store)
-    return spark.read.parquet(*datasets.spark_paths(table, partitions))
+    paths = datasets.spark_paths(table, partitions)
+    key = _schema_key(spark, paths)
+    schema = _known_schema(key, datasets, paths)
+    if schema is not None:
+        return spark.read.schema(schema).parquet(*paths)
+    frame = spark.read.parquet(*paths)
+    _remember_schema(key, frame.schema)
+    return frame
+
+
+#: Schemas kept per exact tuple of version paths read (and the session settings that type them).
+SCHEMA_CACHE_ENTRIES = 1024
+_SCHEMAS: OrderedDict[tuple, object] = OrderedDict()
+_SCHEMAS_LOCK = threading.Lock()
+# Session settings that change how Spark types a Parquet file without Spark's own schema in it.
+_SCHEMA_SETTINGS = (
+    "spark.sql.parquet.binaryAsString", "spark.sql.parquet.int96AsTimestamp",
+    "spark.sql.parquet.inferTimestampNTZ.enabled", "spark.sql.legacy.parquet.nanosAsLong",
+    "spark.sql.parquet.mergeSchema",
+)
+
+
+def _schema_key(spark, paths: list[str]) -> tuple:
+    settings = tuple(spark.conf.get(name, None) for name in _SCHEMA_SETTINGS)
+    return spark.sparkContext.applicationId, settings, tuple(paths)
+
+
+def _known_schema(key: tuple, datasets: DatasetStore, paths: list[str]):
+    """The schema Spark would infer for paths, without a Spark job; None if unsure."""
+    with _SCHEMAS_LOCK:
+        if key in _SCHEMAS:
+            _SCHEMAS.move_to_end(key)
+            return _SCHEMAS[key]
+    recorded = datasets.footer_spark_schema(paths)
+    if recorded is None:
+        return None
+    schema = _spark_schema(recorded)
+    if schema is not None:
+        _remember_schema(key, schema)
+    return schema
+
+
+def _spark_schema(recorded: str):
+    """Spark's schema from a footer's JSON, made nullable as Spark does for a file source
+    (DataSource.resolveRelation: dataSchema.asNullable); None if it is not a JSON struct."""
+    from pyspark.sql.types import StructType
+
+    try:
+        parsed = json.loads(recorded)
+        if not isinstance(parsed, dict) or parsed.get("type") != "struct":
+            return None
+        return _as_nullable(StructType.fromJson(parsed))
+    except (ValueError, KeyError, TypeError):  # an old Spark's case-class text: let Spark read it
+        return None
+
+
+def _as_nullable(data_type):
+    from pyspark.sql.types import ArrayType, MapType, StructField, StructType
+
+    if isinstance(data_type, StructType):
+        return StructType(
+            [StructField(f.name, _as_nullable(f.dataType), True, f.metadata) for f in data_type.fields]
+        )
+    if isinstance(data_type, ArrayType):
+        return ArrayType(_as_nullable(data_type.elementType), True)
+    if isinstance(data_type, MapType):
+        return MapType(_as_nullable(data_type.keyType), _as_nullable(data_type.valueType), True)
+    return data_type
+
+
+def _remember_schema(key: tuple, schema) -> None:
+    with _SCHEMAS_LOCK:
+        _SCHEMAS[key] = schema
+        _SCHEMAS.move_to_end(key)
+        while len(_SCHEMAS) > SCHEMA_CACHE_ENTRIES:
+            _SCHEMAS.popitem(last=False)
 
 
 class SparkParquetIOManager(dg.ConfigurableIOManager):

@@ -45,6 +45,10 @@ VERSION_TABLES_MAX_BYTES = 256 * 2**20
 # (store location, version prefix, columns) -> (the version's tables, their bytes). Arrow tables are immutable.
 _VERSION_TABLES: OrderedDict[tuple, tuple[list, int]] = OrderedDict()
 _VERSION_TABLES_LOCK = threading.Lock()
+#: Footer key-value entry in which Spark records the schema of the DataFrame it wrote.
+SPARK_SCHEMA_KEY = b"org.apache.spark.sql.parquet.row.metadata"
+# Characters Hadoop expands as a glob in a path Spark reads.
+_GLOB_CHARS = frozenset("*?[]{}\\")
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,43 @@ class DatasetStore:
         import pyarrow.parquet as pq
 
         return sum(pq.ParquetFile(self.blobs.root / key).metadata.num_rows for key in keys)
+
+    def footer_spark_schema(self, folders: Iterable[str]) -> str | None:
+        """The Spark schema (JSON) that Spark recorded in the footer of every Parquet file in these
+        folders (what Spark's own schema inference would read), if the driver reads them directly
+        and they all carry the same one; None otherwise (let Spark infer it).
+
+        Conservative: a remote store, a path that is not a plain local folder, a subfolder (Spark's
+        partition discovery), a summary or other `_` file, an unreadable footer, a file without
+        the key, or two different schemas all give None.
+        """
+        if self.shared and not isinstance(self.blobs, LocalBlobStore):
+            return None  # executors read the remote store itself: the driver has no footers at hand
+        import pyarrow.parquet as pq
+
+        schemas: set[bytes] = set()
+        for folder in folders:
+            if not os.path.isabs(folder) or any(char in folder for char in _GLOB_CHARS):
+                return None
+            try:
+                entries = sorted(os.scandir(folder), key=lambda entry: entry.name)
+            except OSError:
+                return None
+            for entry in entries:
+                if entry.name.startswith("."):
+                    continue  # hidden files (checksums) are not data for Spark either
+                if entry.name.startswith("_") or entry.name.endswith("._COPYING_") or not entry.is_file():
+                    return None
+                try:
+                    metadata = pq.read_metadata(entry.path).metadata or {}
+                except (OSError, ValueError):  # not Parquet, truncated: Spark reports it
+                    return None
+                if SPARK_SCHEMA_KEY not in metadata:
+                    return None
+                schemas.add(metadata[SPARK_SCHEMA_KEY])
+        if len(schemas) != 1:
+            return None
+        return schemas.pop().decode()
 
     def publish_staged(self, table: str, partition: str, files: list[str]) -> PartitionVersion:
         """Make staged Parquet blobs (from `staged_files`) the new version of one partition.
