@@ -1,0 +1,156 @@
+"""Batched event writes and remembered schema probes for the tuned SQLite event log (instance_storage).
+
+With ``DAGSTER_EVENT_BATCH_SIZE`` > 0 Dagster hands a run's asset events (planned materializations and
+checks at run creation, a range run's per-partition materializations) to ``store_event_batch``, which
+Dagster's SQLite storage answers with one ``store_event`` per event: a transaction on the run's database
+and two or three on the index database each. ``BatchWriter.store_event_batch`` writes the same rows in one
+transaction per database: the run database's events, then on the index database the mirrored events (each
+with its own index id, in the events' order), their asset event tags, the asset key rows and the asset
+check rows, through Dagster's own row builders.
+
+Dagster also asks the index database on every check event whether the checks table exists, and on every
+asset event which columns the asset key table has (a schema read each). Tables and columns never go away
+while the process runs, so ``KnownSchema`` remembers the positive answers (only those: a migration may
+add a table or column later).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from dagster._core.errors import DagsterInvariantViolationError
+from dagster._core.events import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    EVENT_TYPE_TO_PIPELINE_RUN_STATUS,
+    DagsterEventType,
+)
+from dagster._core.events.log import EventLogEntry
+from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from sqlalchemy import exc as db_exc
+from sqlalchemy.engine import Connection
+
+# Events SqliteEventLogStorage.store_event mirrors in the index database.
+MIRRORED = ASSET_EVENTS | ASSET_CHECK_EVENTS | set(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
+RUN_ENDED = {DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED}
+
+
+class KnownSchema(SqliteEventLogStorage):
+    """Positive answers of Dagster's per-event schema probes, remembered (a wipe forgets them)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._tables_seen: set[str] = set()
+        self._asset_key_cols_seen: set[str] = set()
+        super().__init__(*args, **kwargs)
+
+    def has_table(self, table_name: str) -> bool:
+        if table_name in self._tables_seen:
+            return True
+        found = super().has_table(table_name)
+        if found:
+            self._tables_seen.add(table_name)
+        return found
+
+    def has_asset_key_col(self, column_name: str) -> bool:
+        return column_name in self._asset_key_cols_seen or super().has_asset_key_col(column_name)
+
+    def _has_asset_key_col_on_connection(self, conn: Connection, column_name: str) -> bool:
+        if column_name in self._asset_key_cols_seen:
+            return True
+        found = super()._has_asset_key_col_on_connection(conn, column_name)
+        if found:
+            self._asset_key_cols_seen.add(column_name)
+        return found
+
+    def forget_schema(self) -> None:
+        self._tables_seen.clear()
+        self._asset_key_cols_seen.clear()
+
+
+def _event_type(event: EventLogEntry) -> DagsterEventType | None:
+    return event.dagster_event_type if event.is_dagster_event else None
+
+
+class BatchWriter(KnownSchema):
+    """store_event_batch in one transaction per database. While the index transaction is open, this
+    thread's index_connection()/index_transaction() get that same connection (see batch_connection):
+    Dagster's check writers open their own, and _connect's lock is not reentrant."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._batch = threading.local()
+        super().__init__(*args, **kwargs)
+
+    def batch_connection(self) -> Connection | None:
+        """The index connection of the batch this thread is writing, None outside a batch."""
+        return getattr(self._batch, "conn", None)
+
+    def run_ended(self, run_id: str) -> None:
+        """Called after a run's last event is stored (the tuned storage closes the run's database)."""
+
+    def store_event(self, event: EventLogEntry) -> None:
+        super().store_event(event)
+        if _event_type(event) in RUN_ENDED:
+            self.run_ended(event.run_id)
+
+    def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
+        if len(events) < 2:
+            for event in events:
+                self.store_event(event)
+            return
+        rows = [self._event_to_row(event) for event in events]  # serialized once for both databases
+        by_run: dict[str, list[dict[str, Any]]] = {}
+        for event, row in zip(events, rows, strict=True):
+            by_run.setdefault(event.run_id, []).append(row)
+        for run_id, run_rows in by_run.items():
+            with self.run_connection(run_id) as conn:
+                conn.execute(SqlEventLogStorageTable.insert(), run_rows)
+        mirrored = [(event, row) for event, row in zip(events, rows, strict=True) if _event_type(event) in MIRRORED]
+        if mirrored:
+            self._store_index_batch([event for event, _ in mirrored], [row for _, row in mirrored])
+        for run_id in dict.fromkeys(event.run_id for event in events if _event_type(event) in RUN_ENDED):
+            self.run_ended(run_id)
+
+    def _store_index_batch(self, events: list[EventLogEntry], rows: list[dict[str, Any]]) -> None:
+        with self.index_connection() as conn:
+            self._batch.conn = conn
+            try:
+                # One index id per event, in the events' order (as store_event's one insert each gives).
+                result = conn.execute(SqlEventLogStorageTable.insert().returning(
+                    SqlEventLogStorageTable.c.id, sort_by_parameter_order=True), rows)
+                event_ids = [row[0] for row in result.all()]
+                if len(event_ids) != len(events) or None in event_ids:
+                    raise DagsterInvariantViolationError("Cannot store asset event tags for null event id.")
+                assets = [(e, i) for e, i in zip(events, event_ids, strict=True) if _event_type(e) in ASSET_EVENTS]
+                if assets:
+                    self._store_asset_event_tags(conn, [e for e, _ in assets], [i for _, i in assets])
+                    self._store_asset_entries(conn, assets)
+                for event, event_id in zip(events, event_ids, strict=True):
+                    if _event_type(event) in ASSET_CHECK_EVENTS:
+                        self.store_asset_check_event(event, event_id)
+            finally:
+                self._batch.conn = None
+
+    def _store_asset_entries(self, conn: Connection, assets: list[tuple[EventLogEntry, int]]) -> None:
+        """The asset key rows store_event's _store_asset_event leaves after these events one by one:
+        each event's values set in order (insert, else update), so per key the later values win."""
+        has_index_cols = self._has_asset_key_index_cols_on_connection(conn)
+        merged: dict[str, dict[str, Any]] = {}
+        for event, event_id in assets:
+            dagster_event = event.dagster_event
+            if dagster_event is None or dagster_event.asset_key is None:
+                continue
+            values = self._get_asset_entry_values(event, event_id, has_index_cols)
+            if values:
+                merged.setdefault(dagster_event.asset_key.to_string(), {}).update(values)
+        for asset_key, values in merged.items():
+            try:
+                conn.execute(AssetKeyTable.insert().values(asset_key=asset_key, **values))
+            except db_exc.IntegrityError:
+                conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
+
+    def wipe(self) -> None:
+        self.forget_schema()
+        super().wipe()
