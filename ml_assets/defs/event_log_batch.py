@@ -6,7 +6,9 @@ Dagster's SQLite storage answers with one ``store_event`` per event: a transacti
 and two or three on the index database each. ``BatchWriter.store_event_batch`` writes the same rows in one
 transaction per database: the run database's events, then on the index database the mirrored events (each
 with its own index id, in the events' order), their asset event tags, the asset key rows and the asset
-check rows, through Dagster's own row builders.
+check rows, through Dagster's own row builders. ``store_event`` is the batch of one event: the same rows
+as Dagster's, the index ones in one transaction instead of two or three, and the event row passed as the
+parameters of one cached insert statement instead of an ``insert().values(...)`` built per event.
 
 Dagster also asks the index database on every check event whether the checks table exists, and on every
 asset event which columns the asset key table has (a schema read each). Tables and columns never go away
@@ -75,7 +77,7 @@ def _event_type(event: EventLogEntry) -> DagsterEventType | None:
 
 
 class BatchWriter(KnownSchema):
-    """store_event_batch in one transaction per database. While the index transaction is open, this
+    """store_event(_batch) in one transaction per database. While the index transaction is open, this
     thread's index_connection()/index_transaction() get that same connection (see batch_connection):
     Dagster's check writers open their own, and _connect's lock is not reentrant."""
 
@@ -91,15 +93,12 @@ class BatchWriter(KnownSchema):
         """Called after a run's last event is stored (the tuned storage closes the run's database)."""
 
     def store_event(self, event: EventLogEntry) -> None:
-        super().store_event(event)
-        if _event_type(event) in RUN_ENDED:
-            self.run_ended(event.run_id)
+        # SqliteEventLogStorage.store_event's rows, with the row passed as parameters of one cached insert
+        # statement (Dagster builds an insert().values(...) per event, ~0.3 ms) and the index rows in one
+        # transaction instead of two or three.
+        self.store_event_batch([event])
 
     def store_event_batch(self, events: Sequence[EventLogEntry]) -> None:
-        if len(events) < 2:
-            for event in events:
-                self.store_event(event)
-            return
         rows = [self._event_to_row(event) for event in events]  # serialized once for both databases
         by_run: dict[str, list[dict[str, Any]]] = {}
         for event, row in zip(events, rows, strict=True):
