@@ -158,3 +158,14 @@ def test_footer_schema_only_for_plain_local_folders(spark, local_resource, tmp_p
     remote = DatasetStore(LocalBlobStore(tmp_path / "store"), tmp_path / "cache",
                           spark_root="abfss://c@account.dfs.core.windows.net")
     assert remote.footer_spark_schema(remote.spark_paths("t", DAYS[:1])) is None
+
+
+@pytest.mark.azurite
+def test_azure_download_mode_reads_the_footers_of_the_driver_copies(spark, azurite, tmp_path):
+    from ml_assets_tests.fixtures.dagster import azure_store_resource
+
+    store = azure_store_resource(azurite, f"ml-{uuid.uuid4().hex[:12]}", tmp_path)
+    datasets = store_for_spark(spark, store)
+    assert not datasets.shared  # Spark reads the copies downloaded into the driver's cache
+    _write_split(_spark_frame(spark), datasets, "spark_made", DAYS)
+    assert _assert_same_as_plain(spark, store, "spark_made", DAYS) == 0
