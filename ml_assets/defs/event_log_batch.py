@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+import dagster._check as check
 from dagster._core.errors import DagsterInvariantViolationError
 from dagster._core.events import (
     ASSET_CHECK_EVENTS,
@@ -30,10 +31,21 @@ from dagster._core.events import (
     DagsterEventType,
 )
 from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log.schema import AssetKeyTable, SqlEventLogStorageTable
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+from dagster._core.storage.event_log.schema import (
+    AssetCheckExecutionsTable,
+    AssetKeyTable,
+    SqlEventLogStorageTable,
+)
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SqliteEventLogStorage
+from dagster._serdes import serialize_value
 from sqlalchemy import exc as db_exc
 from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+        AssetCheckEvaluationPlanned,
+    )
 
 # Events SqliteEventLogStorage.store_event mirrors in the index database.
 MIRRORED = ASSET_EVENTS | ASSET_CHECK_EVENTS | set(EVENT_TYPE_TO_PIPELINE_RUN_STATUS)
@@ -134,21 +146,36 @@ class BatchWriter(KnownSchema):
 
     def _store_asset_entries(self, conn: Connection, assets: list[tuple[EventLogEntry, int]]) -> None:
         """The asset key rows store_event's _store_asset_event leaves after these events one by one:
-        each event's values set in order (insert, else update), so per key the later values win."""
+        each event's values set in order (insert, else update), so per key the later values win. An
+        event type always sets the same columns, so only each asset's last event of a type counts (its
+        values are built once: a materialization's is a serialized record)."""
         has_index_cols = self._has_asset_key_index_cols_on_connection(conn)
+        last: dict[tuple[str, DagsterEventType | None], int] = {}
+        for n, (event, _) in enumerate(assets):
+            if event.dagster_event is not None and event.dagster_event.asset_key is not None:
+                last[event.dagster_event.asset_key.to_string(), _event_type(event)] = n
         merged: dict[str, dict[str, Any]] = {}
-        for event, event_id in assets:
-            dagster_event = event.dagster_event
-            if dagster_event is None or dagster_event.asset_key is None:
-                continue
-            values = self._get_asset_entry_values(event, event_id, has_index_cols)
-            if values:
-                merged.setdefault(dagster_event.asset_key.to_string(), {}).update(values)
+        for (asset_key, _), n in sorted(last.items(), key=lambda item: item[1]):
+            if values := self._get_asset_entry_values(*assets[n], has_index_cols):
+                merged.setdefault(asset_key, {}).update(values)
         for asset_key, values in merged.items():
             try:
                 conn.execute(AssetKeyTable.insert().values(asset_key=asset_key, **values))
             except db_exc.IntegrityError:
                 conn.execute(AssetKeyTable.update().values(**values).where(AssetKeyTable.c.asset_key == asset_key))
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        # Dagster's rows (one per planned partition) with the event serialized once, not once per row.
+        planned = cast("AssetCheckEvaluationPlanned", check.not_none(event.dagster_event).event_specific_data)
+        partition_keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        shared = dict(asset_key=planned.asset_key.to_string(), check_name=planned.check_name, run_id=event.run_id,
+                      execution_status=AssetCheckExecutionRecordStatus.PLANNED.value,
+                      evaluation_event=serialize_value(event),
+                      evaluation_event_timestamp=self._event_insert_timestamp(event),
+                      evaluation_event_storage_id=event_id)
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert().values(
+                [dict(shared, partition=partition_key) for partition_key in partition_keys]))
 
     def wipe(self) -> None:
         self.forget_schema()
