@@ -40,6 +40,7 @@ an instance loaded from another folder::
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import sqlite3
@@ -120,8 +121,8 @@ def _create_run_shard(connection: Connection) -> None:
 @cache
 def _run_shard_template() -> str:
     """A fresh run database made once per process (in a temporary folder removed at exit), checkpointed."""
-    folder = tempfile.mkdtemp(prefix="ml-assets-run-shard-")
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    folder, pid = tempfile.mkdtemp(prefix="ml-assets-run-shard-"), os.getpid()
+    atexit.register(lambda: os.getpid() == pid and shutil.rmtree(folder, ignore_errors=True))  # not a fork's exit
     path = os.path.join(folder, "run.db")
     engine = db.create_engine(f"sqlite:///{path}", poolclass=NullPool)
     with engine.connect() as connection:
@@ -136,7 +137,13 @@ def _copy_new_run_shard(path: str) -> bool:
     if os.path.exists(path):
         return False
     staged = f"{path}.{os.getpid()}-{threading.get_ident()}.new"  # not *.db: never taken for a run
-    shutil.copyfile(_run_shard_template(), staged)
+    try:
+        shutil.copyfile(_run_shard_template(), staged)
+    except OSError:  # the template went away (a cleaned temp folder): made again next time, Dagster's path now
+        _run_shard_template.cache_clear()
+        with contextlib.suppress(OSError):
+            os.unlink(staged)
+        return False
     try:
         os.link(staged, path)  # fails rather than replace a file created meanwhile
     except OSError:

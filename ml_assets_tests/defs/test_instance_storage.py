@@ -1,5 +1,6 @@
 """The tuned SQLite instance storage: Dagster's files, readable by Dagster's own classes (the UI and daemon)."""
 
+import shutil
 import sqlite3
 from contextlib import closing, nullcontext
 from pathlib import Path
@@ -11,6 +12,7 @@ from ml_assets.defs.instance_storage import (
     TunedSqliteEventLogStorage,
     TunedSqliteRunStorage,
     TunedSqliteScheduleStorage,
+    _run_shard_template,
     tuned,
     tuned_instance,
 )
@@ -105,3 +107,17 @@ def test_a_run_database_is_created_as_dagster_creates_it(tmp_path):
             assert result.success
             layouts.append(_shard_layout(instance.event_log_storage.path_for_shard(result.run_id)))
     assert layouts[0] == layouts[1]  # same tables, indexes, alembic revision and WAL journal
+
+
+def test_a_run_database_is_still_made_when_the_template_copy_is_gone(tmp_path):
+    """New run databases are copies of one made once per process; without it, made as Dagster makes them."""
+    shutil.rmtree(Path(_run_shard_template()).parent)
+    home = _home(tmp_path)
+    with dg.DagsterInstance.local_temp(str(home)) as default, tuned(default) as instance:
+        first = _run_range(instance)  # the template is gone: this run's database is created in place
+        second = _run_range(instance)  # a copy of the template made again
+        assert first.success and second.success
+        assert Path(_run_shard_template()).is_file()
+        layouts = [_shard_layout(instance.event_log_storage.path_for_shard(r.run_id)) for r in (first, second)]
+        assert layouts[0] == layouts[1]
+        assert len(instance.fetch_materializations(dg.AssetKey("daily"), limit=10).records) == 6
