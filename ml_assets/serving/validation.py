@@ -78,7 +78,9 @@ def validate_serving(store: ModelStore, name: str, version: int, records: list[d
 
 
 def _send_each(client, path: str, records: list[dict], size_mb: float) -> InfraResult:
-    """One request per record; the first failure is kept, later ones only counted."""
+    """One request per record; the first failure is kept, later ones only counted. A request that
+    times out or loses the connection ends the loop (the rest count as unanswered), so a hung server
+    costs one REQUEST_TIMEOUT_S, not one per row."""
     import httpx
 
     latencies, answered, error = [], 0, None
@@ -90,7 +92,10 @@ def _send_each(client, path: str, records: list[dict], size_mb: float) -> InfraR
             latencies.append((time.perf_counter() - started) * 1000)
             ok = response.status_code == 200 and len(response.json().get("predictions", [])) == 1
             failure = None if ok else f"HTTP {response.status_code}: {response.text[:300]}"
-        except (httpx.HTTPError, ValueError) as exc:  # no answer, a 200 that is not JSON, a NaN
+        except httpx.TransportError as exc:  # timed out or connection gone: the rest would wait too
+            error = error or _reason(exc)
+            break
+        except (httpx.HTTPError, ValueError) as exc:  # a 200 that is not JSON, a NaN in a row
             failure = _reason(exc)
         if failure is None:
             answered += 1

@@ -74,18 +74,19 @@ def test_a_tampered_file_fails_to_load_naming_it(store, sklearn_models, rows, tm
 
 
 def test_a_version_the_server_cannot_load_is_not_loaded(store, sklearn_models, rows, tmp_path, served):
-    """Verified files, wrong flavor in the manifest: the server's own load fails (503)."""
+    """Verified files, a flavor no loader knows: the server's own load fails (503, with why)."""
     model = sklearn_models[0]
     directory = tmp_path / f"artifact-{uuid.uuid4().hex}"
     save_model(model, directory)
     columns = {"numeric": list(model.columns.numeric), "categorical": list(model.columns.categorical)}
-    version = store.publish(NAME, directory, {"flavor": "keras", "columns": columns}).version
+    version = store.publish(NAME, directory, {"flavor": "onnx", "columns": columns}).version
     before = set(threading.enumerate())
 
     result = validate_serving(store, NAME, version, rows[:3])
 
     assert (result.loaded, result.answered, result.requested) == (False, 0, 3)
     assert result.error.startswith("HTTP 503: ") and f"version {version}" in result.error
+    assert "unknown model flavor 'onnx'" in result.error
     assert result.size_mb > 0
     (url,) = served
     assert_stopped(int(url.rsplit(":", 1)[1]), before)
@@ -106,3 +107,33 @@ def test_a_server_that_does_not_start_is_not_loaded_and_is_stopped(
     match = re.fullmatch(r"RuntimeError: the server on 127\.0\.0\.1:(\d+) did not start in 0 s", result.error)
     assert match, result.error
     assert_stopped(int(match[1]), before)
+
+
+def test_a_server_that_stops_answering_ends_the_run_with_the_timeout(
+    store, sklearn_models, rows, tmp_path, served, monkeypatch
+):
+    """The 4th request's predict stalls past the client timeout: that request's error is kept
+    and no further request is sent (each would wait the full timeout)."""
+    from ml_assets.serving import registry, validation
+
+    version = publish(store, sklearn_models[0], tmp_path, promote=False)
+    monkeypatch.setattr(validation, "REQUEST_TIMEOUT_S", 2.0)
+    real_predict = registry.LoadedModel.predict
+    calls = []
+
+    def stalling_predict(self, records):
+        calls.append(len(records))
+        if len(calls) == 4:  # warm-up, two sample rows, then a stall
+            threading.Event().wait(3.0)  # > REQUEST_TIMEOUT_S: the answer comes too late
+        return real_predict(self, records)
+
+    monkeypatch.setattr(registry.LoadedModel, "predict", stalling_predict)
+    before = set(threading.enumerate())
+
+    result = validate_serving(store, NAME, version, rows[:8])
+
+    assert (result.loaded, result.answered, result.requested) == (True, 2, 8)
+    assert result.error.startswith("ReadTimeout"), result.error
+    assert len(calls) == 4  # nothing sent after the timeout
+    (url,) = served
+    assert_stopped(int(url.rsplit(":", 1)[1]), before)
