@@ -7,6 +7,7 @@ verdicts (``replay.monitor``); here the loop itself, the retraining ticks and tr
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections.abc import Callable, Sequence
 
@@ -22,6 +23,11 @@ from ml_assets.replay.warm_up import start_spark, start_tensorflow
 
 __all__ = ["QUIET", "RANGE_END_TAG", "RANGE_START_TAG", "Replay", "ReplayError"]
 
+# Dagster reads it on every event: a run's planned events and a range output's per-partition
+# materializations then reach the storage as batches, which the tuned SQLite storage writes in one
+# transaction per database (Dagster's own storages write them one by one, as without it). 0 turns it off.
+EVENT_BATCH_SIZE = ("DAGSTER_EVENT_BATCH_SIZE", "100")
+
 
 class Replay(Materializing, Monitoring):
     """Lands days batch by batch and brings every asset up to date; judges each day and ticks the sensors."""
@@ -29,6 +35,7 @@ class Replay(Materializing, Monitoring):
     def __init__(self, defs: dg.Definitions, instance: dg.DagsterInstance, log=print,
                  lander: Callable[[Sequence[dt.date]], list] | None = None, per_day: bool = False):
         self.defs, self.instance, self.log = defs, instance, log
+        os.environ.setdefault(*EVENT_BATCH_SIZE)
         self.resources = defs.resources
         self.job = defs.resolve_implicit_global_asset_job_def()
         self.report = ReplayReport()
