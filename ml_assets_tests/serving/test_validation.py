@@ -3,6 +3,7 @@ server it starts is always stopped (port closed, server thread gone)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import re
@@ -95,10 +96,20 @@ def test_a_version_the_server_cannot_load_is_not_loaded(store, sklearn_models, r
 def test_a_server_that_does_not_start_is_not_loaded_and_is_stopped(
     store, sklearn_models, rows, tmp_path, monkeypatch
 ):
+    import uvicorn
+
     version = publish(store, sklearn_models[0], tmp_path, promote=False)
-    # The real server, with no time to start: running_in_thread gives up and must stop it.
+    # The real server, slowed so that it cannot start within the timeout (a fast machine could
+    # otherwise start it before the first check): running_in_thread gives up and must stop it.
+    real_startup = uvicorn.Server.startup
+
+    async def slow_startup(self, sockets=None):
+        await asyncio.sleep(1.0)
+        await real_startup(self, sockets=sockets)
+
+    monkeypatch.setattr(uvicorn.Server, "startup", slow_startup)
     monkeypatch.setattr(threaded, "running_in_thread",
-                        functools.partial(threaded.running_in_thread, start_timeout=0))
+                        functools.partial(threaded.running_in_thread, start_timeout=0.2))
     before = set(threading.enumerate())
 
     result = validate_serving(store, NAME, version, rows[:3])
