@@ -27,5 +27,8 @@ class LazySparkResource(dg.ConfigurableResource):
         if self._delegate is None:
             from dagster_pyspark import LazyPySparkResource
 
-            self._delegate = LazyPySparkResource(spark_config=self.spark_config)
+            from ml_assets.resources.local_fs import local_fs_config
+
+            # A local master writes through the no-fork local file system when a JDK can build it.
+            self._delegate = LazyPySparkResource(spark_config=local_fs_config(self.spark_config))
         return self._delegate.spark_session
