@@ -97,7 +97,8 @@ def _warn(reason: str) -> None:
 def _build(javac: Path, api_jar: Path, out_jar: Path) -> None:
     classes = out_jar.parent / "classes"
     classes.mkdir()
-    command = [str(javac), "--release", JAVA_RELEASE, "-nowarn", "-cp", str(api_jar), "-d", str(classes), str(SOURCE)]
+    command = [str(javac), "--release", JAVA_RELEASE, "-nowarn", "-cp", str(api_jar),
+               "-d", str(classes), str(SOURCE)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     if done.returncode != 0:
         raise RuntimeError(f"javac exited {done.returncode}: {(done.stderr or done.stdout).strip()[:300]}")
