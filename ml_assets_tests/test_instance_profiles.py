@@ -51,9 +51,12 @@ def postgres_home(tmp_path: Path) -> Path:
 def test_profiles_are_identical_apart_from_storage():
     default, production = load(DEFAULT_PROFILE), load(POSTGRES_PROFILE)
     assert "storage" not in default  # embedded default: SQLite inside DAGSTER_HOME
-    assert {k: v for k, v in production.items() if k != "storage"} == default, (
-        "deploy/dagster.postgres.yaml drifted from dagster.yaml: mirror every non-storage change"
-    )
+    # ...through the tuned SQLite storage, which the instance class makes the default storage.
+    assert default["instance_class"] == {"module": "ml_assets.defs.instance_storage",
+                                         "class": "TunedSqliteInstance"}
+    assert {k: v for k, v in production.items() if k != "storage"} == {
+        k: v for k, v in default.items() if k != "instance_class"
+    }, "deploy/dagster.postgres.yaml drifted from dagster.yaml: mirror every non-storage change"
 
 
 def test_cluster_profile_is_the_postgres_profile_with_step_level_pools():

@@ -23,18 +23,20 @@ and change these things:
   Dagster's per-event schema probes answer from memory once positive (event_log_batch).
 
 The files are ordinary Dagster SQLite storage: the webserver and daemon read them with Dagster's own
-classes or these. ``tuned(instance)`` / ``tuned_instance`` apply it to an instance on Dagster's
-default SQLite storage, on that instance's own files (the replay: ``ml-assets replay``, ``make
-demo``). It can also be configured in dagster.yaml, with base_dir required: a custom storage cannot
-learn which home it was loaded from, so a default such as $DAGSTER_HOME/storage would be wrong for
-an instance loaded from another folder::
+classes or these. The repository's dagster.yaml (the embedded profile) selects it for every process
+with ``instance_class: TunedSqliteInstance``: a DagsterInstance whose only change is the default
+storage, this one on the instance's own folder (DAGSTER_HOME, or the folder an instance is loaded
+from), so no path is written in the file. A ``storage:`` section (PostgreSQL) still wins.
+``tuned(instance)`` / ``tuned_instance`` apply it to an instance on Dagster's default SQLite storage,
+on that instance's own files (the replay, ``make demo``, on any home). It can also be configured as
+a storage, with base_dir required (a custom storage cannot learn which home it was loaded from)::
 
     storage:
       custom:
         module: ml_assets.defs.instance_storage
         class: TunedSqliteStorage
         config:
-          base_dir: /path/to/dagster_home/storage
+          base_dir: /path/to/dagster_home
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ SYNCHRONOUS = "NORMAL"
 CHECKPOINT_SECONDS = 1.0
 # Run databases whose connection is kept (recent runs; an older one reconnects on its next use).
 RUN_ENGINES_KEPT = 8
+# Events per batch written by TunedSqliteInstance when DAGSTER_EVENT_BATCH_SIZE is not set (as `make up`).
+DEFAULT_EVENT_BATCH_SIZE = 100
 MODULE = __name__
 STORAGE_CLASS = "TunedSqliteStorage"
 
@@ -166,6 +170,8 @@ class TunedSqliteEventLogStorage(BatchWriter):
     def __init__(self, base_dir: str, inst_data: ConfigurableClassData | None = None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._checkpointed: dict[str, float] = {}
+        # Run shards written since their last checkpoint, each with a timer that checkpoints it later.
+        self._pending: dict[str, threading.Timer] = {}
         super().__init__(base_dir, inst_data)
 
     @classmethod
@@ -225,21 +231,53 @@ class TunedSqliteEventLogStorage(BatchWriter):
             with engine.connect() as conn:
                 with conn.begin():
                     yield conn
-                if shard != INDEX_SHARD_NAME and time.monotonic() - self._checkpointed.get(shard, 0.0) > \
-                        CHECKPOINT_SECONDS:
-                    conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-                    self._checkpointed[shard] = time.monotonic()
+                if shard != INDEX_SHARD_NAME:
+                    if time.monotonic() - self._checkpointed.get(shard, 0.0) > CHECKPOINT_SECONDS:
+                        self._checkpoint(conn, shard)
+                    elif shard not in self._pending:
+                        # The UI's live view wakes on changes of the .db file only: the last events before
+                        # a quiet spell (a long step) would wait in the WAL for the next write otherwise.
+                        timer = self._pending[shard] = threading.Timer(CHECKPOINT_SECONDS, self._late_checkpoint,
+                                                                       (shard,))
+                        timer.daemon = True
+                        timer.start()
+
+    def _checkpoint(self, conn: Connection, shard: str) -> None:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        self._checkpointed[shard] = time.monotonic()
+        timer = self._pending.pop(shard, None)
+        if timer is not None:
+            timer.cancel()
+
+    def _late_checkpoint(self, shard: str) -> None:
+        with self._db_lock:
+            if self._pending.get(shard) is not threading.current_thread():
+                return  # checkpointed meanwhile, or the run ended (its database closed)
+            del self._pending[shard]
+            engine = self._engines.get(shard)
+            if engine is not None:
+                with contextlib.suppress(db_exc.DBAPIError), engine.connect() as conn:
+                    self._checkpoint(conn, shard)
+
+    def _cancel_checkpoints(self, shard: str | None = None) -> None:
+        """Under self._db_lock: the pending late checkpoints of `shard` (all when None) cancelled."""
+        for name in [shard] if shard is not None else list(self._pending):
+            timer = self._pending.pop(name, None)
+            if timer is not None:
+                timer.cancel()
 
     def run_ended(self, run_id: str) -> None:
         # Closing the run's only connection checkpoints its WAL into the .db file and removes it.
         with self._db_lock:
             engine = self._engines.pop(run_id, None)
             self._checkpointed.pop(run_id, None)
+            self._cancel_checkpoints(run_id)
             if engine is not None:
                 engine.dispose()
 
     def _close_engines(self) -> None:
         with self._db_lock:
+            self._cancel_checkpoints()
             for engine in self._engines.values():
                 engine.dispose()
             self._engines.clear()
@@ -302,12 +340,33 @@ class TunedSqliteStorage(DagsterSqliteStorage):
 
     @classmethod
     def config_type(cls):
-        return {"base_dir": dg.Field(dg.StringSource, description="folder of the SQLite files (Dagster's default "
-                                                                  "SQLite storage keeps them in DAGSTER_HOME/storage)")}
+        return {"base_dir": dg.Field(dg.StringSource, description="folder of the SQLite files: history/, schedules/ "
+                                                                  "(Dagster's default SQLite storage uses DAGSTER_HOME)")}
 
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> TunedSqliteStorage:  # ty: ignore[invalid-method-override]
         return cls.from_local(config_value["base_dir"], inst_data=inst_data)
+
+
+class TunedSqliteInstance(dg.DagsterInstance):
+    """Dagster's instance with TunedSqliteStorage as its default storage, in the instance's folder
+    where Dagster's default SQLite storage would be (``instance_class`` in dagster.yaml)."""
+
+    @classmethod
+    def config_schema(cls) -> dict:
+        return {}
+
+    def _get_event_batch_size(self) -> int:
+        # Dagster reads DAGSTER_EVENT_BATCH_SIZE (default 0: every event its own write). This storage
+        # writes a batch in one transaction per database, so a range run's planned and per-day events
+        # are batched by default, whoever starts the run (daemon, UI, CLI); the variable still wins.
+        return int(os.getenv("DAGSTER_EVENT_BATCH_SIZE", str(DEFAULT_EVENT_BATCH_SIZE)))
+
+    @staticmethod
+    def config_defaults(base_dir: str) -> dict[str, ConfigurableClassData | None]:
+        defaults = dict(InstanceRef.config_defaults(base_dir))
+        defaults["storage"] = ConfigurableClassData(MODULE, STORAGE_CLASS, yaml.dump({"base_dir": base_dir}))
+        return defaults
 
 
 def _default_sqlite_base_dir(ref: InstanceRef) -> str | None:
