@@ -5,7 +5,8 @@ Run:  cd /work/main && SPARK_LOCAL_IP=127.0.0.1 .venv/bin/python bench/bench_bac
 
 Prints ONE JSON object on stdout (and writes it to --out); progress and logs go to stderr.
 Both ratios come from the same process, on one warm local[*] SparkSession (DEFAULT_SPARK_CONFIG),
-each phase on its own temporary local blob store and Dagster instance (see bench_data_layer.py,
+each phase on its own temporary local blob store and Dagster instance (--instance: the embedded
+profile of dagster.yaml by default; see bench_data_layer.py,
 whose instrumentation this reuses: where the time of each run goes, per step and per library call).
 
 (a) year: land `--year-days` days, build the raw tables with the raw asset's library code
@@ -37,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_data_layer as layer  # the shared instrumentation of the data-layer bench
 
 _PlainEnv = layer.Env
+EMBEDDED_PROFILE = __import__("yaml").safe_load((Path(__file__).resolve().parents[1] / "dagster.yaml").read_text())
 GOALS = {"year_range_over_one_day_max": 5.0, "incremental_over_full_max": 1 / 30}
 ASSETS = ["features", "labels"]
 
@@ -97,6 +99,13 @@ class Instances:
             env.instance = self.stack.enter_context(dg.instance_for_test(
                 temp_dir=str(root / "dagster_home_pg"),
                 overrides={"storage": {"postgres": {"postgres_url": url}}}))
+        elif self.kind == "embedded":
+            # The repository's dagster.yaml instance class (the embedded profile as the daemon, UI and
+            # CLI run it): the tuned SQLite storage, events batched unless DAGSTER_EVENT_BATCH_SIZE is set.
+            (root / "dagster_home_embedded").mkdir()
+            env.instance = self.stack.enter_context(dg.instance_for_test(
+                temp_dir=str(root / "dagster_home_embedded"),
+                overrides={"instance_class": EMBEDDED_PROFILE["instance_class"]}))
         return env
 
 
@@ -170,7 +179,8 @@ def bench_year(stack, root: Path, spark_resource, timers, frames, n_days: int, r
         "one_day": {"day": one_day},
         "range": {"dagster_runs": runs_used},
         "memory": memory,
-        "events_unbatched": plain,
+        "event_batch_size": env.instance._get_event_batch_size(),  # as the instance writes the first pair
+        "events_as_configured": plain,
         "ratio_range_over_one_day": plain["ratio_range_over_one_day"],
     }
     if batch:
@@ -195,11 +205,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", default=None, help="parent of the temp dir (default: system temp)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "backfill.json"),
                         help="where the JSON is written besides stdout ('' for nowhere)")
-    parser.add_argument("--batch", type=int, default=100,
-                        help="(a) again with DAGSTER_EVENT_BATCH_SIZE=N, as `make up` sets it (0: skip)")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="(a) again with DAGSTER_EVENT_BATCH_SIZE=N (0: skip; the embedded profile "
+                             "batches 100 by default, PostgreSQL as `make up` sets it)")
     parser.add_argument("--skip", choices=["year", "incremental"], action="append", default=[])
-    parser.add_argument("--instance", choices=["sqlite", "postgres"], default="sqlite",
-                        help="Dagster storage: SQLite (embedded profile) or a PostgreSQL started here")
+    parser.add_argument("--instance", choices=["embedded", "dagster-sqlite", "postgres"],
+                        default="embedded",
+                        help="Dagster instance: the repository's dagster.yaml (embedded profile: tuned SQLite, "
+                             "events batched), SQLite through Dagster's default classes, or a PostgreSQL "
+                             "started here")
     parser.add_argument("--dagster-env", action="append", default=[], metavar="KEY=VALUE",
                         help="what-if: a Dagster environment variable set for the whole bench, e.g. "
                              "DAGSTER_EVENT_BATCH_SIZE=100 (repeatable)")
