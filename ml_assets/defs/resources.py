@@ -53,9 +53,12 @@ DEFAULT_SPARK_CONFIG: dict[str, str] = {
     # distributed listing job, which costs more than listing a year of folders in the driver.
     "spark.sql.sources.parallelPartitionDiscovery.threshold": "100000",
     # Without Hadoop's native library every file the local file system creates forks a `chmod`
-    # process; the checksum layer adds a .crc file (one more fork) per Parquet file. A range of
-    # 364 days writes 364 files per table: the raw local file system drops a third of those forks
-    # (1,120 -> 745 for one day + one year of features). Stored data is unchanged (.crc is not data).
+    # process; the checksum layer adds a .crc file (one more fork) per Parquet file. The raw local
+    # file system drops the .crc files (stored data is unchanged: .crc is not data). For a
+    # local[...] master LazySparkResource then replaces this exact value with
+    # ml_assets.hadoop.NoForkLocalFileSystem, which sets the same modes inside the JVM (no chmod
+    # process at all), when a JDK can build its jar (ml_assets/resources/local_fs.py). Any other
+    # value, or a cluster master, is kept as given.
     "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
 }
 
