@@ -105,15 +105,17 @@ $(VENV_STAMP): requirements-dev.lock pyproject.toml | $(PY)
 	$(UV) pip install --python $(PY) --no-deps -e .
 	@touch $@
 
-java: ## Make sure a Java >= 17 runtime is present (apt-get installs one when missing)
+# The JDK, not only the runtime: with javac, local Spark writes compile and use
+# ml_assets/resources/hadoop/NoForkLocalFileSystem.java (no `chmod` process per file written).
+java: ## Make sure a Java >= 17 is present (apt-get installs default-jdk-headless when missing)
 	@ver() { java -version 2>&1 | awk -F'"' '/version/ {split($$2, v, "."); print (v[1] == "1" ? v[2] : v[1]) + 0; exit}'; }; \
 	major="$$(command -v java >/dev/null 2>&1 && ver || echo 0)"; \
 	if [ "$${major:-0}" -ge $(JAVA_MIN_VERSION) ]; then exit 0; fi; \
-	echo ">> Java $(JAVA_MIN_VERSION)+ not found (have: $${major:-none}); installing default-jre-headless"; \
+	echo ">> Java $(JAVA_MIN_VERSION)+ not found (have: $${major:-none}); installing default-jdk-headless"; \
 	$(APT_GET_FN); \
-	{ apt_get update -qq && apt_get install -y -qq --no-install-recommends default-jre-headless; } || { \
+	{ apt_get update -qq && apt_get install -y -qq --no-install-recommends default-jdk-headless; } || { \
 	  echo "ERROR: Spark needs Java >= $(JAVA_MIN_VERSION) and it could not be installed." \
-	       "Install a JRE $(JAVA_MIN_VERSION)+ (e.g. default-jre-headless) and retry." >&2; \
+	       "Install a JDK $(JAVA_MIN_VERSION)+ (e.g. default-jdk-headless; a JRE runs too, with slower local writes) and retry." >&2; \
 	  exit 1; }; \
 	major="$$(ver || echo 0)"; \
 	if [ "$${major:-0}" -lt $(JAVA_MIN_VERSION) ]; then \
