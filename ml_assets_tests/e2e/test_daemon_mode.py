@@ -14,6 +14,8 @@ ran at once.
 from __future__ import annotations
 
 import datetime as dt
+import email
+import time
 from collections import Counter
 
 import dagster as dg
@@ -153,6 +155,20 @@ def test_daemon_mode_end_to_end(daemon_deployment, example_frames):
         assert_spark_never_overlapped(instance)
         # What a user sees in the UI: the backfill of days already stored succeeded (nothing failed).
         assert backfill_status == "COMPLETED_SUCCESS", f"backfill {backfill_id} ended {backfill_status}:\n{dump()}"
+
+        # 6. One report email per training run (the bootstrap and the retrain), none sent twice: the report
+        # sensors tick every 30 s, so a repeat would be in the outbox a tick after both are there.
+        def reports() -> Counter:
+            return Counter(email.message_from_bytes(path.read_bytes())["X-ML-Assets-Cycle"]
+                           for path in (deployed.workdir / "outbox").glob("*.eml"))
+
+        trained = {bootstrap_runs[0].run_id, retrains[0].run_id}
+        wait_until(lambda: trained <= set(reports()), what="a report email per training run", timeout=180,
+                   interval=5, dump=dump)
+        time.sleep(45)
+        sent = reports()
+        sent.pop(None, None)  # freshness alerts carry no cycle
+        assert sent == Counter(trained), f"report emails per run: {dict(sent)}, training runs: {sorted(trained)}"
 
 
 def assert_spark_never_overlapped(instance) -> None:
