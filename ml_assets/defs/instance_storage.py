@@ -245,9 +245,7 @@ class TunedSqliteEventLogStorage(BatchWriter):
     def _checkpoint(self, conn: Connection, shard: str) -> None:
         conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
         self._checkpointed[shard] = time.monotonic()
-        timer = self._pending.pop(shard, None)
-        if timer is not None:
-            timer.cancel()
+        self._cancel_checkpoints(shard)
 
     def _late_checkpoint(self, shard: str) -> None:
         with self._db_lock:
