@@ -6,9 +6,11 @@ Dagster's SQLite storage answers with one ``store_event`` per event: a transacti
 and two or three on the index database each. ``BatchWriter.store_event_batch`` writes the same rows in one
 transaction per database: the run database's events, then on the index database the mirrored events (each
 with its own index id, in the events' order), their asset event tags, the asset key rows and the asset
-check rows, through Dagster's own row builders. ``store_event`` is the batch of one event: the same rows
-as Dagster's, the index ones in one transaction instead of two or three, and the event row passed as the
-parameters of one cached insert statement instead of an ``insert().values(...)`` built per event.
+check rows, through Dagster's own row builders. A batch that fails stores nothing: its run database rows
+are removed again before the error goes up (Dagster then stores each event of the batch alone). ``store_event``
+is the batch of one event: the same rows as Dagster's, the index ones in one transaction instead of two or
+three, and the event row passed as the parameters of one cached insert statement instead of an
+``insert().values(...)`` built per event.
 
 Dagster also asks the index database on every check event whether the checks table exists, and on every
 asset event which columns the asset key table has (a schema read each). Tables and columns never go away
@@ -115,14 +117,28 @@ class BatchWriter(KnownSchema):
         by_run: dict[str, list[dict[str, Any]]] = {}
         for event, row in zip(events, rows, strict=True):
             by_run.setdefault(event.run_id, []).append(row)
-        for run_id, run_rows in by_run.items():
-            with self.run_connection(run_id) as conn:
-                conn.execute(SqlEventLogStorageTable.insert(), run_rows)
-        mirrored = [(event, row) for event, row in zip(events, rows, strict=True) if _event_type(event) in MIRRORED]
-        if mirrored:
-            self._store_index_batch([event for event, _ in mirrored], [row for _, row in mirrored])
+        written: dict[str, list[int]] = {}
+        try:
+            for run_id, run_rows in by_run.items():
+                with self.run_connection(run_id) as conn:
+                    result = conn.execute(SqlEventLogStorageTable.insert().returning(
+                        SqlEventLogStorageTable.c.id, sort_by_parameter_order=True), run_rows)
+                    written[run_id] = [row[0] for row in result.all()]
+            mirrored = [(e, row) for e, row in zip(events, rows, strict=True) if _event_type(e) in MIRRORED]
+            if mirrored:
+                self._store_index_batch([event for event, _ in mirrored], [row for _, row in mirrored])
+        except Exception:
+            # The index transaction rolled back; the run databases' rows go too, so that a failed batch
+            # stores nothing: Dagster then stores the same events one by one, which would duplicate them.
+            self._remove_run_rows(written)
+            raise
         for run_id in dict.fromkeys(event.run_id for event in events if _event_type(event) in RUN_ENDED):
             self.run_ended(run_id)
+
+    def _remove_run_rows(self, written: dict[str, list[int]]) -> None:
+        for run_id, ids in written.items():
+            with self.run_connection(run_id) as conn:
+                conn.execute(SqlEventLogStorageTable.delete().where(SqlEventLogStorageTable.c.id.in_(ids)))
 
     def _store_index_batch(self, events: list[EventLogEntry], rows: list[dict[str, Any]]) -> None:
         with self.index_connection() as conn:

@@ -1,6 +1,7 @@
 """Batched event writes (DAGSTER_EVENT_BATCH_SIZE) through the tuned SQLite storage store what Dagster's own
 SQLite storage stores one event at a time: every read of the instance API below gives the same answers."""
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 
@@ -190,3 +191,41 @@ def test_threads_writing_batches_and_reading_at_once_finish(tmp_path, monkeypatc
                 thread.join(timeout=0.05)
         assert sorted(instance.get_materialized_partitions(FEAT)) == DAYS.get_partition_keys()[:10]
         assert all(r.status == dg.DagsterRunStatus.SUCCESS for r in instance.get_runs())
+
+
+def test_a_failed_batch_stores_nothing_and_dagsters_event_by_event_retry_stores_each_event_once(
+        tmp_path, monkeypatch, capfd):
+    """The index write of the first batch of several events fails (a locked database, say): Dagster then stores
+    the batch's events one by one. Each event must be in the run's log once, as in the same run without failure."""
+    monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "100")
+    store_asset_entries = TunedSqliteEventLogStorage._store_asset_entries
+    failed: list[int] = []
+
+    def fail_first_batch(self, conn, assets):
+        # Inside the batch's index transaction, after its event rows: the transaction rolls back.
+        if len(assets) > 1 and not failed:
+            failed.append(len(assets))
+            raise sqlite3.OperationalError("database is locked")
+        return store_asset_entries(self, conn, assets)
+
+    job = dg.Definitions(assets=[raw, feat]).resolve_implicit_global_asset_job_def()
+    tags = {"dagster/asset_partition_range_start": "2013-01-02", "dagster/asset_partition_range_end": "2013-01-05"}
+    logs, indexed = [], []
+    for home, inject in ((tmp_path / "clean", False), (tmp_path / "failing", True)):
+        home.mkdir()
+        if inject:
+            monkeypatch.setattr(TunedSqliteEventLogStorage, "_store_asset_entries", fail_first_batch)
+        with dg.DagsterInstance.local_temp(str(home)) as default, tuned(default) as instance:
+            result = job.execute_in_process(run_config=QUIET, instance=instance, tags=tags)
+            assert result.success
+            logs.append(sorted((e.dagster_event_type or "", e.step_key or "", str(e.dagster_event and e.dagster_event.asset_key),
+                                str(e.dagster_event and e.dagster_event.partition)) for e in instance.all_logs(result.run_id)))
+            indexed.append({t: len(instance.event_log_storage.get_event_records(dg.EventRecordsFilter(event_type=t)))
+                            for t in INDEXED})
+            assert sorted(instance.get_materialized_partitions(RAW)) == ["2013-01-02", "2013-01-03", "2013-01-04",
+                                                                         "2013-01-05"]
+    assert failed and failed[0] > 1
+    assert "Falling back to storing multiple single-event storage requests" in capfd.readouterr().err
+    assert logs[1] == logs[0]
+    assert indexed[1] == indexed[0]
+    assert indexed[0][T.ASSET_MATERIALIZATION_PLANNED] == 8  # raw and feat, 4 days each, once
