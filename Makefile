@@ -106,7 +106,7 @@ $(VENV_STAMP): requirements-dev.lock pyproject.toml | $(PY)
 	@touch $@
 
 # The JDK, not only the runtime: with javac, local Spark writes compile and use
-# ml_assets/resources/hadoop/NoForkLocalFileSystem.java (no `chmod` process per file written).
+# ml_assets/storage/hadoop/NoForkLocalFileSystem.java (no `chmod` process per file written).
 java: ## Make sure a Java >= 17 is present (apt-get installs default-jdk-headless when missing)
 	@ver() { java -version 2>&1 | awk -F'"' '/version/ {split($$2, v, "."); print (v[1] == "1" ? v[2] : v[1]) + 0; exit}'; }; \
 	major="$$(command -v java >/dev/null 2>&1 && ver || echo 0)"; \

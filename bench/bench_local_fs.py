@@ -29,8 +29,8 @@ def main() -> None:
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
     from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
-    from ml_assets.resources.local_fs import DEFAULT_LOCAL_FS, NO_FORK_LOCAL_FS
     from ml_assets.resources.spark import LazySparkResource
+    from ml_assets.storage.hadoop_local import DEFAULT_LOCAL_FS, NO_FORK_LOCAL_FS
 
     config = {**DEFAULT_SPARK_CONFIG, "spark.master": "local[2]", "spark.sql.shuffle.partitions": "2"}
     spark = LazySparkResource(spark_config=config).spark_session

@@ -57,7 +57,7 @@ DEFAULT_SPARK_CONFIG: dict[str, str] = {
     # file system drops the .crc files (stored data is unchanged: .crc is not data). For a
     # local[...] master LazySparkResource then replaces this exact value with
     # ml_assets.hadoop.NoForkLocalFileSystem, which sets the same modes inside the JVM (no chmod
-    # process at all), when a JDK can build its jar (ml_assets/resources/local_fs.py). Any other
+    # process at all), when a JDK can build its jar (ml_assets/storage/hadoop_local.py). Any other
     # value, or a cluster master, is kept as given.
     "spark.hadoop.fs.file.impl": "org.apache.hadoop.fs.RawLocalFileSystem",
 }

@@ -27,7 +27,7 @@ class LazySparkResource(dg.ConfigurableResource):
         if self._delegate is None:
             from dagster_pyspark import LazyPySparkResource
 
-            from ml_assets.resources.local_fs import local_fs_config
+            from ml_assets.storage.hadoop_local import local_fs_config
 
             # A local master writes through the no-fork local file system when a JDK can build it.
             self._delegate = LazyPySparkResource(spark_config=local_fs_config(self.spark_config))

@@ -3,7 +3,7 @@
 // Without Hadoop's native library (pip's pyspark ships none) RawLocalFileSystem.setPermission runs
 // `chmod` in a child process for every file and folder it creates: ~4.5 ms each, so a range run
 // writing one folder per day spends seconds in fork/exec. This class sets the same mode bits with
-// java.nio in the JVM. Built at run time by ml_assets/resources/local_fs.py and used only for a
+// java.nio in the JVM. Built at run time by ml_assets/storage/hadoop_local.py and used only for a
 // local[...] master (executors on other JVMs would not have the class).
 package ml_assets.hadoop;
 

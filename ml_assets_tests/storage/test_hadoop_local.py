@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
-from ml_assets.resources import local_fs
-from ml_assets.resources.local_fs import (
+from ml_assets.storage import hadoop_local
+from ml_assets.storage.hadoop_local import (
     CLASS_PATH_KEY,
     DEFAULT_LOCAL_FS,
     FS_IMPL_KEY,
@@ -27,7 +27,7 @@ from ml_assets.resources.local_fs import (
 
 REPO = Path(__file__).resolve().parents[2]
 LOCAL = {**DEFAULT_SPARK_CONFIG, "spark.master": "local[2]"}
-needs_javac = pytest.mark.skipif(local_fs.find_javac() is None, reason="no JDK (javac) on this machine")
+needs_javac = pytest.mark.skipif(hadoop_local.find_javac() is None, reason="no JDK (javac) on this machine")
 
 
 def _chmod_forks(trace: str, phase: str) -> int:
@@ -42,7 +42,7 @@ def _chmod_forks(trace: str, phase: str) -> int:
 @pytest.mark.spark
 def test_same_files_and_modes_as_the_raw_file_system_without_chmod_processes(tmp_path):
     """A fresh JVM (the driver class path is fixed at its start) writes through both classes."""
-    command = [sys.executable, "-m", "ml_assets_tests.resources.local_fs_probe", str(tmp_path)]
+    command = [sys.executable, "-m", "ml_assets_tests.storage.hadoop_local_probe", str(tmp_path)]
     strace = shutil.which("strace")
     trace_file = tmp_path / "execve.trace"
     if strace:  # proves the missing forks directly; the content checks below hold either way
@@ -55,7 +55,7 @@ def test_same_files_and_modes_as_the_raw_file_system_without_chmod_processes(tmp
 
     # LazySparkResource chose the no-fork class for a local master and put its jar on the class path.
     assert result["chosen"] == NO_FORK_LOCAL_FS
-    assert result["class_path"].endswith(local_fs.JAR_NAME)
+    assert result["class_path"].endswith(hadoop_local.JAR_NAME)
     nofork, raw = result["nofork"], result["raw"]
     assert nofork["permissions"].pop("fs_class") == NO_FORK_LOCAL_FS
     assert raw["permissions"].pop("fs_class") == DEFAULT_LOCAL_FS
@@ -80,12 +80,12 @@ def test_same_files_and_modes_as_the_raw_file_system_without_chmod_processes(tmp
 @needs_javac
 def test_jar_is_built_once_and_reused(tmp_path, monkeypatch):
     builds = []
-    build = local_fs._build
-    monkeypatch.setattr(local_fs, "_build", lambda *args: builds.append(args) or build(*args))
-    first = local_fs.no_fork_jar(tmp_path)
+    build = hadoop_local._build
+    monkeypatch.setattr(hadoop_local, "_build", lambda *args: builds.append(args) or build(*args))
+    first = hadoop_local.no_fork_jar(tmp_path)
     assert first is not None and first.is_file() and first.parent.parent == tmp_path
     stamp = first.stat().st_mtime_ns
-    assert local_fs.no_fork_jar(tmp_path) == first
+    assert hadoop_local.no_fork_jar(tmp_path) == first
     assert len(builds) == 1 and first.stat().st_mtime_ns == stamp
     # Only the finished folder is left (the staging folder was renamed or removed).
     assert [p.name for p in tmp_path.iterdir()] == [first.parent.name]
@@ -94,7 +94,7 @@ def test_jar_is_built_once_and_reused(tmp_path, monkeypatch):
 @needs_javac
 def test_concurrent_builders_agree_on_one_complete_jar(tmp_path):
     """Processes that all find the cache empty build at once; the first rename wins."""
-    code = "import sys; from pathlib import Path; from ml_assets.resources.local_fs import no_fork_jar; " \
+    code = "import sys; from pathlib import Path; from ml_assets.storage.hadoop_local import no_fork_jar; " \
            "print(no_fork_jar(Path(sys.argv[1])))"
     cache = tmp_path / "cache"
     builders = [subprocess.Popen([sys.executable, "-c", code, str(cache)], cwd=REPO, stdout=subprocess.PIPE,
@@ -110,10 +110,10 @@ def test_concurrent_builders_agree_on_one_complete_jar(tmp_path):
 
 
 def test_without_javac_the_config_is_unchanged_with_one_warning(monkeypatch, caplog):
-    monkeypatch.setattr(local_fs, "find_javac", lambda: None)
-    monkeypatch.setattr(local_fs, "jvm_started", lambda: False)
-    monkeypatch.setattr(local_fs, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger=local_fs.__name__):
+    monkeypatch.setattr(hadoop_local, "find_javac", lambda: None)
+    monkeypatch.setattr(hadoop_local, "jvm_started", lambda: False)
+    monkeypatch.setattr(hadoop_local, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=hadoop_local.__name__):
         assert local_fs_config(LOCAL) == LOCAL
         assert local_fs_config(LOCAL) == LOCAL
     assert [r.getMessage() for r in caplog.records] == [
@@ -126,10 +126,10 @@ def test_a_failing_build_returns_none_and_names_why(tmp_path, monkeypatch, caplo
     fake.parent.mkdir(parents=True)
     fake.write_text("#!/bin/sh\necho 'error: broken compiler' >&2\nexit 3\n")
     fake.chmod(0o755)
-    monkeypatch.setattr(local_fs, "find_javac", lambda: fake)
-    monkeypatch.setattr(local_fs, "_warned", set())
-    with caplog.at_level(logging.WARNING, logger=local_fs.__name__):
-        assert local_fs.no_fork_jar(tmp_path / "cache") is None
+    monkeypatch.setattr(hadoop_local, "find_javac", lambda: fake)
+    monkeypatch.setattr(hadoop_local, "_warned", set())
+    with caplog.at_level(logging.WARNING, logger=hadoop_local.__name__):
+        assert hadoop_local.no_fork_jar(tmp_path / "cache") is None
     assert "javac exited 3: error: broken compiler" in caplog.text
     assert [p.name for p in (tmp_path / "cache").iterdir()] == []  # no half-built folder
 
@@ -140,16 +140,16 @@ def test_javac_from_java_home_first(tmp_path, monkeypatch):
     javac.write_text("#!/bin/sh\n")
     javac.chmod(0o755)
     monkeypatch.setenv("JAVA_HOME", str(tmp_path))
-    assert local_fs.find_javac() == javac
+    assert hadoop_local.find_javac() == javac
     monkeypatch.setenv("JAVA_HOME", str(tmp_path / "jre-only"))
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    assert local_fs.find_javac() is None
+    assert hadoop_local.find_javac() is None
 
 
 def _with_jar(monkeypatch, tmp_path) -> Path:
-    jar = tmp_path / local_fs.JAR_NAME
-    monkeypatch.setattr(local_fs, "no_fork_jar", lambda: jar)
-    monkeypatch.setattr(local_fs, "jvm_started", lambda: False)
+    jar = tmp_path / hadoop_local.JAR_NAME
+    monkeypatch.setattr(hadoop_local, "no_fork_jar", lambda: jar)
+    monkeypatch.setattr(hadoop_local, "jvm_started", lambda: False)
     return jar
 
 
@@ -182,8 +182,8 @@ def test_cluster_masters_and_user_file_systems_are_left_alone(monkeypatch, tmp_p
 
 def test_a_running_jvm_keeps_its_class_path(monkeypatch, tmp_path):
     _with_jar(monkeypatch, tmp_path)
-    monkeypatch.setattr(local_fs, "jvm_started", lambda: True)
+    monkeypatch.setattr(hadoop_local, "jvm_started", lambda: True)
     assert local_fs_config(LOCAL) == LOCAL
     monkeypatch.undo()
     monkeypatch.setenv("PYSPARK_GATEWAY_PORT", "40404")  # a driver started by spark-submit
-    assert local_fs.jvm_started()
+    assert hadoop_local.jvm_started()

@@ -1,7 +1,7 @@
 """Writes the same Parquet table and sets the same modes through both local file systems, in a
 fresh JVM (the driver class path is fixed when the JVM starts). Prints one JSON line.
 
-    python -m ml_assets_tests.resources.local_fs_probe OUT_DIR
+    python -m ml_assets_tests.storage.hadoop_local_probe OUT_DIR
 
 The session comes from LazySparkResource with the default (raw) settings, so the no-fork class is
 whatever that resource chose. Between phases it runs `true <phase>`: under `strace -f -e
@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
-from ml_assets.resources.local_fs import DEFAULT_LOCAL_FS, NO_FORK_LOCAL_FS
 from ml_assets.resources.spark import LazySparkResource
+from ml_assets.storage.hadoop_local import DEFAULT_LOCAL_FS, NO_FORK_LOCAL_FS
 
 PROBE_CONFIG = {**DEFAULT_SPARK_CONFIG, "spark.master": "local[2]", "spark.driver.memory": "1g",
                 "spark.sql.shuffle.partitions": "2"}
