@@ -37,11 +37,13 @@ RUN uv pip install --python /opt/venv/bin/python --no-deps . \
 # ---------------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS runtime
 
-# Java for Spark (bookworm's default-jre-headless is OpenJDK 17); procps gives Spark's scripts
-# `ps`; tini is PID 1: it forwards SIGTERM to the service and reaps the run workers it leaves.
+# Java for Spark (bookworm's default-jdk-headless is OpenJDK 17): the JDK, not only the runtime, so
+# that a local[*] master compiles ml_assets/storage/hadoop/NoForkLocalFileSystem.java on first use and
+# writes without a `chmod` process per file. procps gives Spark's scripts `ps`; tini is PID 1: it
+# forwards SIGTERM to the service and reaps the run workers it leaves.
 RUN mkdir -p /usr/share/man/man1 \
  && apt-get update \
- && apt-get install -y --no-install-recommends default-jre-headless procps tini \
+ && apt-get install -y --no-install-recommends default-jdk-headless procps tini \
  && rm -rf /var/lib/apt/lists/*
 
 # SPARK_LOCAL_IP is left unset: local[*] keeps its driver on loopback (ml_assets/defs/resources.py),
@@ -77,6 +79,9 @@ COPY deploy/workspace.yaml /opt/ml_assets/deploy/workspace.yaml
 
 USER dagster:dagster
 WORKDIR /opt/dagster/home
+# The no-fork local file system's jar, built now into ~/.cache/ml_assets/hadoop/ (not a volume), so
+# that no service compiles it at its first local Spark session.
+RUN python -c "from ml_assets.storage.hadoop_local import no_fork_jar; assert no_fork_jar(), 'no jar built'"
 
 EXPOSE 3000 4000
 # Whichever role runs here: webserver GET /server_info, code server gRPC health, daemon liveness.
