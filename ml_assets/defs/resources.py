@@ -158,6 +158,7 @@ class CelerySettings:
     backend_url: str
     worker_concurrency: int
     visibility_timeout_s: int
+    max_deliveries: int = 3
 
 
 def executor_name() -> str:
@@ -194,7 +195,8 @@ def _scheme(name: str, url: str, allowed: tuple[str, ...] | None) -> str:
 def celery_settings() -> CelerySettings:
     """ML_ASSETS_CELERY_BROKER_URL (required), ML_ASSETS_CELERY_BACKEND_URL (default: the Redis
     broker itself, rpc:// for RabbitMQ), ML_ASSETS_CELERY_WORKER_CONCURRENCY (steps one worker runs
-    at once, default 1), ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S (Redis, default 3600)."""
+    at once, default 1), ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S (Redis, default 3600),
+    ML_ASSETS_CELERY_MAX_DELIVERIES (starts of one submitted step by workers lost before it ended, default 3)."""
     broker = _env("ML_ASSETS_CELERY_BROKER_URL")
     if broker is None:
         raise EnvConfigError(f"{EXECUTOR_VAR}=celery needs ML_ASSETS_CELERY_BROKER_URL (e.g. "
@@ -209,6 +211,7 @@ def celery_settings() -> CelerySettings:
         backend_url=(backend or default_backend).strip(),
         worker_concurrency=_positive_int("ML_ASSETS_CELERY_WORKER_CONCURRENCY", 1),
         visibility_timeout_s=_positive_int("ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S", DEFAULT_VISIBILITY_TIMEOUT_S),
+        max_deliveries=_positive_int("ML_ASSETS_CELERY_MAX_DELIVERIES", 3),
     )
 
 

@@ -1,7 +1,8 @@
 """Celery worker processes of the cluster profile: command line, start, readiness (no dagster import).
 
 A worker is `python -m ml_assets.defs.celery worker --name <name>`, which writes its config YAML
-from the environment and becomes `dagster-celery worker start ... -n <name>` (node `<name>@<host>`).
+from the environment and becomes the Celery worker `dagster-celery worker start ... -n <name>` would run
+(node `<name>@<host>`), without that command's plaintext copy of the broker URL.
 `ml_assets.services` (make up), the test fixture and bench/bench_celery.py start them through here;
 docker-compose.yml runs the same command (a test compares them).
 """

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 import pytest
 
@@ -56,13 +61,52 @@ def _check_worker_yaml(settings, tmp_path):
     assert validated["config_source"] == expected["config_source"]
 
 
-def test_worker_command_runs_the_configured_number_of_steps_at_once(tmp_path):
-    argv = celery.worker_command("worker-7", tmp_path / "w.yaml", concurrency=2)
-    assert argv[1:4] == ["worker", "start", "-A"] and argv[4] == "dagster_celery.app"
-    assert argv[argv.index("-n") + 1] == "worker-7"
-    assert "--concurrency=2" in argv[argv.index("--"):]
+def test_worker_command_runs_the_configured_number_of_steps_at_once():
+    argv = celery.worker_command("worker-7", concurrency=2)
+    assert Path(argv[0]).name == "celery" and argv[1:4] == ["-A", "dagster_celery.app", "worker"]
+    assert argv[argv.index("-n") + 1] == "worker-7@%h" and argv[argv.index("-Q") + 1] == "dagster"
+    assert "--concurrency=2" in argv and "--prefetch-multiplier=1" in argv
     assert worker_command("worker-7", python="python") == [
         "python", "-m", "ml_assets.defs.celery", "worker", "--name", "worker-7"]
+
+
+def test_a_worker_gets_dagster_celerys_settings_without_its_password_written_to_disk(ml_env, tmp_path):
+    """`dagster-celery worker start` writes the resolved broker URL into a new file per start; the worker's
+    Celery app (imported as the worker imports it) gets the same settings from memory, and no file has it."""
+    password = "s3cret-pw"
+    ml_env(ML_ASSETS_EXECUTOR="celery", ML_ASSETS_CELERY_BROKER_URL=f"redis://:{password}@127.0.0.1:6390/0",
+           ML_ASSETS_CELERY_BACKEND_URL=f"redis://:{password}@127.0.0.1:6390/1",
+           ML_ASSETS_CELERY_VISIBILITY_TIMEOUT_S="120")
+    home = tmp_path / "home"
+    home.mkdir()
+    argv, env = celery.prepare_worker("worker-3", home, concurrency=1)
+    env["DAGSTER_HOME"] = str(home)
+    probe = ("import json, dagster_celery.app as m; c = m.app.conf; print(json.dumps({k: c[k] for k in "
+             "('broker_url', 'result_backend', 'task_acks_late', 'task_reject_on_worker_lost', "
+             "'worker_prefetch_multiplier', 'broker_transport_options')}))")
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    ours = json.loads(done.stdout.strip().splitlines()[-1])
+    # What dagster-celery itself writes for the same YAML (into a throw-away home).
+    theirs_home = tmp_path / "theirs"
+    theirs_home.mkdir()
+    code = ("import json, runpy, sys, os; from dagster_celery.cli import get_config_dir; "
+            "d = get_config_dir(sys.argv[1]); g = runpy.run_path(os.path.join(d, 'dagster_celery_config.py')); "
+            "print(json.dumps({k: v for k, v in g.items() if not k.startswith('__')}))")
+    done = subprocess.run([sys.executable, "-c", code, env[celery.WORKER_YAML_VAR]], capture_output=True, text=True,
+                          env={**env, "DAGSTER_HOME": str(theirs_home)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    theirs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert password in next((theirs_home / "dagster_celery" / "config").rglob("*.py")).read_text()
+    assert {k: ours[k] for k in ("broker_url", "result_backend")} == {k: theirs[k] for k in ("broker_url", "result_backend")}
+    assert ours["broker_url"].endswith(f":{password}@127.0.0.1:6390/0")
+    for key in ("task_acks_late", "task_reject_on_worker_lost", "worker_prefetch_multiplier", "broker_transport_options"):
+        assert ours[key] == theirs[key], key
+    assert ours["broker_transport_options"]["visibility_timeout"] == 120
+    assert argv[0] == str(Path(sys.executable).with_name("celery"))
+    written = [p for p in home.rglob("*") if p.is_file()]
+    assert written and not any(password in p.read_text(errors="replace") for p in written), written
+    assert not (home / "dagster_celery").exists()
 
 
 @pytest.mark.parametrize(("values", "named"), [
