@@ -46,7 +46,7 @@ RUN mkdir -p /usr/share/man/man1 \
  && apt-get install -y --no-install-recommends default-jdk-headless procps tini \
  && rm -rf /var/lib/apt/lists/*
 
-# SPARK_LOCAL_IP is left unset: local[*] keeps its driver on loopback (ml_assets/defs/resources.py),
+# SPARK_LOCAL_IP is left unset: local[*] keeps its driver on loopback (ml_assets/defs/settings.py),
 # and a driver of a Spark cluster must bind an address the workers reach (set it per service).
 # DAGSTER_EVENT_BATCH_SIZE: a single-run range writes one materialization event per partition;
 # with PostgreSQL storage they are inserted 100 per statement instead of one commit each.

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(args.dagster_env)
 
     with layer.stdout_to_stderr() as real_stdout:
-        from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+        from ml_assets.defs.settings import DEFAULT_SPARK_CONFIG
         from ml_assets.examples import load_example
         from ml_assets.resources.spark import LazySparkResource
 

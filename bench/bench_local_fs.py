@@ -28,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
-    from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+    from ml_assets.defs.settings import DEFAULT_SPARK_CONFIG
     from ml_assets.resources.spark import LazySparkResource
     from ml_assets.storage.hadoop_local import DEFAULT_LOCAL_FS, NO_FORK_LOCAL_FS
 

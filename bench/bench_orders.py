@@ -118,7 +118,7 @@ def run_scenario(scenario: str, args) -> dict:
                      args.noise_from.isoformat(), "--label-noise-share", str(args.noise_share)]
     workdir = replay_workdir(f"bench-orders-{scenario}-")
     spec_path = _prepare(workdir, generator, args.baseline_margin)
-    from ml_assets.defs.resources import select_spec
+    from ml_assets.defs.settings import select_spec
 
     select_spec(str(spec_path))
     load_before = os.getloadavg()

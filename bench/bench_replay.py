@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     workdir = replay_workdir("bench-replay-")
-    from ml_assets.defs.resources import select_spec
+    from ml_assets.defs.settings import select_spec
 
     select_spec("flights")
     load_before = os.getloadavg()

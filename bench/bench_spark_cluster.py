@@ -64,7 +64,7 @@ def prepare_raw(root: Path, days: list[str]) -> Path:
 
     from ml_assets.defs.assets import raw
     from ml_assets.defs.dataset import SPEC
-    from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+    from ml_assets.defs.settings import DEFAULT_SPARK_CONFIG
     from ml_assets.examples import load_example
     from ml_assets.landing import land
 
@@ -162,7 +162,7 @@ def main() -> None:
         driver(args)
         return
 
-    from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+    from ml_assets.defs.settings import DEFAULT_SPARK_CONFIG
     from ml_assets.ops.spark_cluster import SparkStandalone
 
     days = _days(dt.date.fromisoformat(args.first), args.days)

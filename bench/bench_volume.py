@@ -134,7 +134,7 @@ def child(args: argparse.Namespace) -> dict:
     """One factor in this (fresh) process, on the store `prepare` built; returns its measurements."""
     import bench_data_layer as layer
 
-    from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+    from ml_assets.defs.settings import DEFAULT_SPARK_CONFIG
     from ml_assets.resources.spark import LazySparkResource
 
     day = dt.date.fromisoformat(args.day)

@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command in ("demo", "replay", "backfill") and args.end < args.start:
         parser.error(f"--end {args.end} is before --start {args.start}")
     from ml_assets.defs.backfills import BackfillRequestError
-    from ml_assets.defs.resources import EnvConfigError
+    from ml_assets.defs.settings import EnvConfigError
     from ml_assets.spec import SpecError
     from ml_assets.storage import BlobStoreError
 

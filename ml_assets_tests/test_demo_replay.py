@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_assets.defs.resources import EnvConfigError, select_spec
+from ml_assets.defs.settings import EnvConfigError, select_spec
 from ml_assets.spec import SpecError
 from ml_assets_tests.fixtures.environment import clean_environ, ml_env_fixture  # noqa: F401
 

@@ -321,7 +321,7 @@ def test_the_image_lock_holds_no_dev_extra():
 def test_celery_workers_run_the_launchers_command_against_the_compose_broker(monkeypatch):
     """Two workers, distinct names and hosts, the same command `make up` runs, health-gated on
     the broker, the instance and the store; the broker URL in .env names the redis service."""
-    from ml_assets.defs.resources import celery_settings, executor_name
+    from ml_assets.defs.settings import celery_settings, executor_name
 
     code_server = SERVICES["code-server"]
     hostnames = set()

@@ -7,7 +7,7 @@ runs in a `dagster-celery worker` process, which loads the code location, the ru
 `in_process_executor` (one Spark session per run, no broker).
 
 Workers: `python -m ml_assets.defs.celery worker --name worker-1` writes the worker's config YAML
-(the same broker, backend and Celery settings as the executor, from ml_assets/defs/resources.py;
+(the same broker, backend and Celery settings as the executor, from ml_assets/defs/settings.py;
 URLs as env references) and becomes the Celery worker `dagster-celery worker start` would run
 (`celery -A dagster_celery.app worker -Q dagster -n worker-1@<host> --concurrency N ...`). Unlike
 that command, it never writes the resolved broker URL (password included) into a new file under
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import dagster as dg
 
-from ml_assets.defs.resources import CelerySettings, celery_settings, executor_name
+from ml_assets.defs.settings import CelerySettings, celery_settings, executor_name
 
 # dagster-celery's task name and its one queue (dagster_celery.make_app routes every task there).
 QUEUE = "dagster"

@@ -50,7 +50,7 @@ def ensure_pool_limits(instance: dg.DagsterInstance, pools: tuple[str, ...] = PO
                        configured: dict[str, int] | None = None) -> list[str]:
     """Write the limit of our pools before any run needing them is queued.
 
-    A pool sized in config (`configured`, by default `pool_limits()` of defs/resources.py, i.e.
+    A pool sized in config (`configured`, by default `pool_limits()` of defs/settings.py, i.e.
     ML_ASSETS_SPARK_POOL_LIMIT and ML_ASSETS_TRAINING_POOL_LIMIT) gets exactly that limit. Any
     other gets the instance's default limit if it has none yet: Dagster creates a pool's limit row
     the first time the queue sees a run using it, but the queue's first pass over such runs still
@@ -59,7 +59,7 @@ def ensure_pool_limits(instance: dg.DagsterInstance, pools: tuple[str, ...] = PO
     none set by hand or in config), so the caller can warn.
     """
     if configured is None:
-        from ml_assets.defs.resources import pool_limits  # reads the environment; imports no pool
+        from ml_assets.defs.settings import pool_limits  # reads the environment; imports no pool
 
         configured = pool_limits()
     storage = instance.event_log_storage

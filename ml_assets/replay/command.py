@@ -102,7 +102,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     """Select the spec, then replay; exit 0 whenever the loop ran (held-back days are outcomes, not errors)."""
     import dagster as dg
 
-    from ml_assets.defs.resources import select_spec, spec_name
+    from ml_assets.defs.settings import select_spec, spec_name
 
     select_spec(args.spec or spec_name())
     from ml_assets.definitions import defs

@@ -11,7 +11,7 @@ import dagster as dg
 import pytest
 
 from ml_assets.defs import celery
-from ml_assets.defs.resources import EnvConfigError, celery_settings, executor_name
+from ml_assets.defs.settings import EnvConfigError, celery_settings, executor_name
 from ml_assets.ops.celery_workers import worker_command
 from ml_assets_tests.fixtures.environment import ml_env_fixture  # noqa: F401 (fixture)
 

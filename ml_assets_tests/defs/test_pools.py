@@ -13,7 +13,8 @@ from dagster._core.instance.config import PoolGranularity
 
 from ml_assets.definitions import defs
 from ml_assets.defs.execution import SPARK_POOL, TRAINING_POOL, ensure_pool_limits
-from ml_assets.defs.resources import EnvConfigError, pool_limits, resources_for_environment
+from ml_assets.defs.resources import resources_for_environment
+from ml_assets.defs.settings import EnvConfigError, pool_limits
 from ml_assets_tests.fixtures.environment import ml_env_fixture  # noqa: F401 (fixture)
 
 REPO = Path(__file__).resolve().parents[2]

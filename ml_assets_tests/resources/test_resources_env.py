@@ -19,7 +19,8 @@ import dagster as dg
 import pytest
 from azure.storage.blob import AccountSasPermissions, ResourceTypes, generate_account_sas
 
-from ml_assets.defs.resources import EnvConfigError, resources_for_environment
+from ml_assets.defs.resources import resources_for_environment
+from ml_assets.defs.settings import EnvConfigError
 from ml_assets.reporting.mailer import MailDeliveryError
 from ml_assets.resources.blob_store import BlobStoreResource
 from ml_assets.resources.email import EmailResource

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from ml_assets.defs.execution import SPARK_POOL, TRAINING_POOL, ensure_pool_limits
-from ml_assets.defs.resources import EnvConfigError, resources_for_environment, spark_config
+from ml_assets.defs.resources import resources_for_environment
+from ml_assets.defs.settings import EnvConfigError, spark_config
 from ml_assets.resources.spark_io import store_for_spark
 from ml_assets.storage import hadoop_azure
 from ml_assets.storage.hadoop_azure import HadoopAzureConfigError

@@ -18,7 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+from ml_assets.defs.settings import DEFAULT_SPARK_CONFIG
 from ml_assets.resources.spark import LazySparkResource
 from ml_assets.storage.hadoop_local import DEFAULT_LOCAL_FS, NO_FORK_LOCAL_FS
 

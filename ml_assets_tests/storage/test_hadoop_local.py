@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ml_assets.defs.resources import DEFAULT_SPARK_CONFIG
+from ml_assets.defs.settings import DEFAULT_SPARK_CONFIG
 from ml_assets.storage import hadoop_local
 from ml_assets.storage.hadoop_local import (
     CLASS_PATH_KEY,
